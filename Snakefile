@@ -1,0 +1,15 @@
+# snn-es: spiking neural networks trained with evolution strategies.
+# The stages live in workflow/rules/; `rule all` lists what the config enables.
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

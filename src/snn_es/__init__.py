@@ -1,0 +1,1 @@
+"""snn-es: spiking neural networks trained with evolution strategies."""

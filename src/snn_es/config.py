@@ -1,0 +1,77 @@
+"""Config checking: the JSON schema first, then the cross-references a schema cannot express.
+
+Every problem becomes one ``ConfigError`` whose message is a single line naming the key and
+what is wrong, raised before any job runs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import yaml
+
+ENCODERS = ("poisson", "deterministic", "repeat", "latency")
+
+
+class ConfigError(ValueError):
+    """An invalid config. The message is one line: ``config.<key>: <problem>``."""
+
+
+def _key(path) -> str:
+    parts = [str(p) for p in path]
+    return "config." + ".".join(parts) if parts else "config"
+
+
+def _schema_error_line(error) -> str:
+    from jsonschema.exceptions import best_match
+
+    error = best_match([error]) if error.context else error
+    # For a failed oneOf/anyOf the innermost error names the real problem.
+    while error.context:
+        error = best_match(error.context)
+    return f"{_key(error.absolute_path)}: {error.message}"
+
+
+def check_config(config: dict[str, Any], schema_path: str | os.PathLike) -> dict[str, Any]:
+    """Validate ``config`` in place (filling schema defaults) and return it."""
+    import jsonschema
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    try:
+        validate(config, str(schema_path), set_default=True)
+    except WorkflowError as exc:
+        # Snakemake flattens the jsonschema error into a long text that dumps the schema;
+        # validate again with jsonschema itself to get the structured error for one line.
+        with open(schema_path) as handle:
+            schema = yaml.safe_load(handle)
+        error = jsonschema.exceptions.best_match(
+            jsonschema.Draft202012Validator(schema).iter_errors(config)
+        )
+        if error is None:
+            raise ConfigError(" ".join(str(exc).split())) from None
+        raise ConfigError(_schema_error_line(error)) from None
+    check_cross_references(config)
+    return config
+
+
+def check_cross_references(config: dict[str, Any]) -> None:
+    """Checks that need more than one key: names that must exist, sizes that must fit."""
+    datasets = config["datasets"]
+    for i, name in enumerate(config["enabled_datasets"]):
+        if name not in datasets:
+            raise ConfigError(
+                f"config.enabled_datasets.{i}: unknown dataset '{name}'; "
+                f"known datasets (keys of config.datasets): {sorted(datasets)}"
+            )
+    for name in config["enabled_datasets"]:
+        split_sizes = datasets[name].get("split_sizes", {})
+        for subset, sizes in config["subsets"].items():
+            for split, size in sizes.items():
+                available = split_sizes.get(split)
+                if available is not None and size > available:
+                    raise ConfigError(
+                        f"config.subsets.{subset}.{split}: {size} is larger than the {split} "
+                        f"split of dataset '{name}' ({available} images)"
+                    )

@@ -1,0 +1,35 @@
+rule cache_dataset:
+    input:
+        code=library("data"),
+    output:
+        train="results/data/{dataset}/train.pt",
+        test="results/data/{dataset}/test.pt",
+        info="results/data/{dataset}/info.json",
+    params:
+        spec=dataset_entry,
+        mirror=config["data_mirror"],
+    log:
+        "logs/cache_dataset/{dataset}.log",
+    conda:
+        "../../envs/snn-es.yaml"
+    script:
+        "../scripts/cache_dataset.py"
+
+
+rule materialize_subset:
+    input:
+        train=rules.cache_dataset.output.train,
+        test=rules.cache_dataset.output.test,
+        code=library("data", "subsets"),
+    output:
+        tensors="results/subsets/{dataset}/{subset}.pt",
+        manifest="results/subsets/{dataset}/{subset}.json",
+    params:
+        sizes=subset_sizes,
+        seed=config["seed"],
+    log:
+        "logs/materialize_subset/{dataset}/{subset}.log",
+    conda:
+        "../../envs/snn-es.yaml"
+    script:
+        "../scripts/materialize_subset.py"
