@@ -36,7 +36,15 @@ def subset_sizes(wildcards):
     return config["subsets"][wildcards.subset]
 
 
-def all_targets():
+def cached_datasets():
+    return expand(rules.cache_dataset.output.info, dataset=DATASETS)
+
+
+def materialized_subsets():
     return expand(
         rules.materialize_subset.output.manifest, dataset=DATASETS, subset=SUBSETS
     )
+
+
+def all_targets():
+    return cached_datasets() + materialized_subsets()

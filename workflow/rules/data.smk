@@ -5,13 +5,13 @@ rule cache_dataset:
         train="results/data/{dataset}/train.pt",
         test="results/data/{dataset}/test.pt",
         info="results/data/{dataset}/info.json",
-    params:
-        spec=dataset_entry,
-        mirror=config["data_mirror"],
     log:
         "logs/cache_dataset/{dataset}.log",
     conda:
         "../../envs/snn-es.yaml"
+    params:
+        spec=dataset_entry,
+        mirror=config["data_mirror"],
     script:
         "../scripts/cache_dataset.py"
 
@@ -24,12 +24,22 @@ rule materialize_subset:
     output:
         tensors="results/subsets/{dataset}/{subset}.pt",
         manifest="results/subsets/{dataset}/{subset}.json",
-    params:
-        sizes=subset_sizes,
-        seed=config["seed"],
     log:
         "logs/materialize_subset/{dataset}/{subset}.log",
     conda:
         "../../envs/snn-es.yaml"
+    params:
+        sizes=subset_sizes,
+        seed=config["seed"],
     script:
         "../scripts/materialize_subset.py"
+
+
+rule cache_all:
+    input:
+        cached_datasets(),
+
+
+rule subsets_all:
+    input:
+        materialized_subsets(),

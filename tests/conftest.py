@@ -1,0 +1,109 @@
+"""Shared fixtures: tiny Hub-schema parquet mirrors and a helper to run the real Snakefile."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+
+
+def write_hub_parquet(folder: Path, name: str, split: str, images: np.ndarray, labels, classes,
+                      image_column: str) -> Path:
+    """Write one split in the Hub's parquet layout (Image + ClassLabel features in metadata)."""
+    import datasets
+    from PIL import Image
+
+    features = datasets.Features(
+        {image_column: datasets.Image(), "label": datasets.ClassLabel(names=list(classes))}
+    )
+    # images are [N, C, H, W]; PIL wants [H, W] (grayscale) or [H, W, 3] (RGB)
+    pil = [Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0))
+           for img in images]
+    ds = datasets.Dataset.from_dict({image_column: pil, "label": list(labels)}, features=features)
+    path = folder / name / f"{split}-00000-of-00001.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.to_parquet(str(path))
+    return path
+
+
+def make_images(rng: np.random.Generator, n: int, channels: int, size: int) -> np.ndarray:
+    return rng.integers(0, 256, size=(n, channels, size, size), dtype=np.uint8)
+
+
+def make_tiny_dataset(mirror: Path, name: str, channels: int, size: int, image_column: str,
+                      num_train: int = 60, num_test: int = 30, num_classes: int = 3, seed: int = 0):
+    """A tiny colour or grayscale dataset; returns the arrays written, per split."""
+    rng = np.random.default_rng(seed)
+    classes = [f"class_{c}" for c in range(num_classes)]
+    written = {}
+    for split, n in (("train", num_train), ("test", num_test)):
+        images = make_images(rng, n, channels, size)
+        labels = np.arange(n) % num_classes
+        rng.shuffle(labels)
+        write_hub_parquet(mirror, name, split, images, labels, classes, image_column)
+        written[split] = (images, labels)
+    return written, classes
+
+
+@pytest.fixture(scope="session")
+def tiny_mirror(tmp_path_factory) -> Path:
+    """A mirror with one colour dataset ('tinyrgb', 3x8x8) and one grayscale ('tinygray', 1x6x6)."""
+    mirror = tmp_path_factory.mktemp("mirror")
+    make_tiny_dataset(mirror, "tinyrgb", channels=3, size=8, image_column="img", seed=1)
+    make_tiny_dataset(mirror, "tinygray", channels=1, size=6, image_column="image", seed=2)
+    return mirror
+
+
+def tiny_config(mirror: Path) -> dict:
+    return {
+        "data_mirror": str(mirror),
+        "seed": 0,
+        "datasets": {
+            "tinyrgb": {"hub_id": "test/tinyrgb", "image_column": "img", "label_column": "label",
+                        "split_sizes": {"train": 60, "test": 30}},
+            "tinygray": {"hub_id": "test/tinygray", "image_column": "image",
+                         "label_column": "label"},
+        },
+        "enabled_datasets": ["tinyrgb", "tinygray"],
+        "subsets": {"small": {"train": 12, "test": 6}, "big": {"train": 24, "test": 12}},
+        "encoders": ["poisson", "repeat"],
+    }
+
+
+def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True,
+                  snakefile: Path = SNAKEFILE) -> subprocess.CompletedProcess:
+    """Run the real Snakefile in ``workdir`` with ``config`` as its only config file."""
+    config_path = workdir / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if k != "SNN_ES_DATA_MIRROR"}
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir),
+           "--configfile", str(config_path), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """Jobs per rule from a (dry-)run's 'Job stats' table; {} when nothing is to be done."""
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        match = re.fullmatch(r"\s*(\w+)\s+(\d+)\s*", line)
+        if not match:
+            break
+        if match.group(1) != "total":
+            counts[match.group(1)] = int(match.group(2))
+    return counts

@@ -1,0 +1,69 @@
+"""The config schema and cross-checks: each bad case is one line naming the key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from conftest import REPO
+from snn_es.config import ConfigError, check_config
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@pytest.fixture
+def default_config() -> dict:
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def test_default_config_is_valid(default_config):
+    checked = check_config(copy.deepcopy(default_config), SCHEMA)
+    assert checked["enabled_datasets"] == ["cifar10", "mnist"]
+    assert checked["datasets"]["cifar10"]["train_split"] == "train"  # schema default filled
+
+
+@pytest.mark.parametrize(
+    "edit,key,problem",
+    [
+        (lambda c: c.update(sedd=1), "config", "'sedd' was unexpected"),
+        (lambda c: c["subsets"]["small"].update(trian=5), "config.subsets.small", "'trian'"),
+        (lambda c: c.update(seed="abc"), "config.seed", "not of type 'integer'"),
+        (lambda c: c["subsets"]["small"].update(train=-3), "config.subsets.small.train",
+         "minimum of 1"),
+        (lambda c: c["subsets"]["big"].update(test=0), "config.subsets.big.test", "minimum of 1"),
+        (lambda c: c["subsets"]["big"].update(train=50001), "config.subsets.big.train",
+         "larger than the train split of dataset 'cifar10'"),
+        (lambda c: c.update(encoders=["poisson", "gaussian"]), "config.encoders.1",
+         "'gaussian' is not one of"),
+        (lambda c: c.update(enabled_datasets=["cifar10", "svhn"]), "config.enabled_datasets.1",
+         "unknown dataset 'svhn'"),
+        (lambda c: c["datasets"]["mnist"].pop("hub_id"), "config.datasets.mnist",
+         "'hub_id' is a required property"),
+        (lambda c: c["datasets"].update({"Bad Name": c["datasets"]["mnist"]}), "config.datasets",
+         "does not match"),
+    ],
+)
+def test_bad_configs_are_rejected_in_one_line(default_config, edit, key, problem):
+    edit(default_config)
+    with pytest.raises(ConfigError) as err:
+        check_config(default_config, SCHEMA)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{key}: ")
+    assert problem in message
+
+
+def test_every_schema_key_is_described():
+    schema = yaml.safe_load(SCHEMA.read_text())
+
+    def walk(node, path):
+        for name, sub in node.get("properties", {}).items():
+            assert "description" in sub or "$ref" in sub, f"{path}.{name} has no description"
+            walk(sub, f"{path}.{name}")
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            walk(extra, f"{path}.*")
+
+    walk(schema, "config")

@@ -1,0 +1,114 @@
+"""The real Snakefile, end to end, on a tiny config in a temporary folder."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, SNAKEFILE, planned_jobs, run_snakemake, tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workflow_copy(tmp_path_factory):
+    """A copy of the workflow and library sources, so a test can edit a library module.
+
+    The jobs still import the installed package; the copy's modules are what the rules track.
+    """
+    root = tmp_path_factory.mktemp("repo")
+    shutil.copy(SNAKEFILE, root / "Snakefile")
+    shutil.copytree(REPO / "workflow", root / "workflow")
+    shutil.copytree(REPO / "envs", root / "envs")
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_mirror, workflow_copy):
+    """A complete run of `all` on the tiny config (shared by the tests below, in order)."""
+    workdir = tmp_path_factory.mktemp("run")
+    config = tiny_config(tiny_mirror)
+    snakefile = workflow_copy / "Snakefile"
+
+    def run(cfg, *args):
+        return run_snakemake(workdir, cfg, *args, snakefile=snakefile)
+
+    return workdir, config, run, run(config, "all")
+
+
+def test_full_run_builds_every_target(built):
+    workdir, config, _, proc = built
+    assert planned_jobs(proc) == {"all": 1, "cache_dataset": 2, "materialize_subset": 4}
+    for dataset in config["enabled_datasets"]:
+        assert (workdir / f"results/data/{dataset}/info.json").exists()
+        assert (workdir / f"logs/cache_dataset/{dataset}.log").exists()
+        for subset in config["subsets"]:
+            assert (workdir / f"results/subsets/{dataset}/{subset}.pt").exists()
+            assert (workdir / f"logs/materialize_subset/{dataset}/{subset}.log").exists()
+
+
+def test_second_run_executes_nothing(built):
+    _, config, run, _ = built
+    assert planned_jobs(run(config, "all")) == {}
+
+
+def test_library_edits_rerun_exactly_the_stages_that_use_them(built, workflow_copy):
+    _, config, run, _ = built
+    library = workflow_copy / "src" / "snn_es"
+    originals = {name: (library / name).read_text() for name in ("subsets.py", "data.py")}
+    # A checkout that only touches mtimes reruns nothing (small inputs are compared by checksum).
+    for module in library.glob("*.py"):
+        module.touch()
+    assert planned_jobs(run(config, "all", "--dry-run")) == {}
+    with open(library / "subsets.py", "a") as handle:
+        handle.write("\n# an edit\n")
+    assert planned_jobs(run(config, "all", "--dry-run")) == {"all": 1, "materialize_subset": 4}
+    with open(library / "data.py", "a") as handle:
+        handle.write("\n# an edit\n")
+    assert planned_jobs(run(config, "all", "--dry-run")) == {
+        "all": 1, "cache_dataset": 2, "materialize_subset": 4}
+    for name, text in originals.items():  # same content again: nothing to do
+        (library / name).write_text(text)
+    assert planned_jobs(run(config, "all", "--dry-run")) == {}
+
+
+def test_changing_one_subset_reruns_exactly_its_jobs(built):
+    _, config, run, _ = built
+    changed = copy.deepcopy(config)
+    changed["subsets"]["small"]["train"] = 15
+    dry = run(changed, "all", "--dry-run")
+    assert planned_jobs(dry) == {"all": 1, "materialize_subset": 2}
+    assert "wildcards: dataset=tinyrgb, subset=small" in dry.stdout
+    assert "subset=big" not in dry.stdout
+    run(changed, "all")
+    assert planned_jobs(run(changed, "all", "--dry-run")) == {}
+
+
+def test_bad_config_stops_before_any_job_with_one_line(tmp_path, tiny_mirror):
+    config = tiny_config(tiny_mirror)
+    config["subsets"]["small"]["train"] = 0
+    proc = run_snakemake(tmp_path, config, "all", check=False)
+    assert proc.returncode != 0
+    lines = [l for l in (proc.stdout + proc.stderr).splitlines() if "config.subsets" in l]
+    assert lines == ["config.subsets.small.train: 0 is less than the minimum of 1"]
+    assert not (tmp_path / "results").exists()
+
+
+def test_unreachable_source_fails_the_job_cleanly(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path / "no-such-mirror")
+    proc = run_snakemake(tmp_path, config, "results/data/tinyrgb/info.json", check=False)
+    assert proc.returncode != 0
+    assert "DataSourceError: Cannot load dataset 'tinyrgb'" in proc.stdout + proc.stderr
+    assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("info.json"))
+
+
+def test_lint_reports_nothing():
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--lint"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
