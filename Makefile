@@ -2,7 +2,8 @@
 SNAKEMAKE ?= uv run snakemake
 CORES ?= 1
 
-.PHONY: sync all data subsets test lint fmt dag
+.PHONY: sync all data subsets cnn snn_forward bptt es_subset es_parallel mnist_es \
+	es_repeat_small es_repeat_big es_norepeat_big test lint fmt dag
 
 sync:  ## install the locked environment
 	uv sync --locked
@@ -15,6 +16,33 @@ data:  ## cache every enabled dataset as uint8 tensors
 
 subsets:  ## draw the fixed stratified subsets
 	$(SNAKEMAKE) --cores $(CORES) subsets_all
+
+cnn:  ## baseline CNN per dataset x subset
+	$(SNAKEMAKE) --cores $(CORES) cnn_all
+
+snn_forward:  ## SNN forward checks per dataset x encoder
+	$(SNAKEMAKE) --cores $(CORES) snn_forward_all
+
+bptt:  ## surrogate-gradient BPTT reference per dataset x encoder x subset
+	$(SNAKEMAKE) --cores $(CORES) bptt_all
+
+es_subset:  ## every sequential ES run of the grid
+	$(SNAKEMAKE) --cores $(CORES) es_subset
+
+es_parallel:  ## every chunked ES run of the grid
+	$(SNAKEMAKE) --cores $(CORES) es_parallel
+
+mnist_es:  ## the MNIST ES sanity run
+	$(SNAKEMAKE) --cores $(CORES) mnist_es
+
+es_repeat_small:  ## CIFAR-10 ES with the repeat encoder, small subset
+	$(SNAKEMAKE) --cores $(CORES) es_repeat_small
+
+es_repeat_big:  ## CIFAR-10 ES with the repeat encoder, big subset
+	$(SNAKEMAKE) --cores $(CORES) es_repeat_big
+
+es_norepeat_big:  ## the poisson control at the big subset
+	$(SNAKEMAKE) --cores $(CORES) es_norepeat_big
 
 test:
 	uv run pytest

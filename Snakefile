@@ -7,6 +7,9 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/snn.smk"
+include: "workflow/rules/es.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

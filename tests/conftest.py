@@ -75,7 +75,18 @@ def tiny_config(mirror: Path) -> dict:
         },
         "enabled_datasets": ["tinyrgb", "tinygray"],
         "subsets": {"small": {"train": 12, "test": 6}, "big": {"train": 24, "test": 12}},
-        "encoders": ["poisson", "repeat"],
+        "encoders": ["repeat"],
+        # Every stage on a budget of seconds: the point is that the real rules run.
+        "snn": {"channels": [2], "kernel_size": 3, "num_steps": 2, "beta": 0.9,
+                "threshold": 0.5, "reset_mechanism": "subtract", "surrogate": "atan",
+                "readout": "membrane"},
+        "cnn": {"epochs": 1, "batch_size": 8, "lr": 0.001},
+        "bptt": {"epochs": 1, "batch_size": 8, "lr": 0.001},
+        "forward_check": {"batch_size": 6},
+        "es": {"generations": 2, "population": 4, "batch_size": 4, "sigma": 0.02, "lr": 0.01,
+               "eval_every": 1, "checkpoint_every": 1, "chunk_size": 2},
+        "es_grid": [{"datasets": ["tinygray"], "encoders": ["repeat"], "subsets": ["small"],
+                     "modes": ["chunked"], "seeds": [0]}],
     }
 
 

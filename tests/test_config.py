@@ -43,6 +43,15 @@ def test_default_config_is_valid(default_config):
          "'hub_id' is a required property"),
         (lambda c: c["datasets"].update({"Bad Name": c["datasets"]["mnist"]}), "config.datasets",
          "does not match"),
+        (lambda c: c["es_grid"][0].update(subsets=["small", "huge"]), "config.es_grid.0.subsets.1",
+         "'huge' is not one of the enabled subsets"),
+        (lambda c: c["es_grid"][1].update(encoders=["rate"]), "config.es_grid.1.encoders.0",
+         "'rate' is not one of"),
+        (lambda c: c["es"].update(population=33), "config.es.population", "multiple of 2"),
+        (lambda c: c["snn"].update(reset_mechanism="hard"), "config.snn.reset_mechanism",
+         "'hard' is not one of"),
+        (lambda c: c["snn_overrides"].update(svhn={"channels": [4]}), "config.snn_overrides.svhn",
+         "unknown dataset 'svhn'"),
     ],
 )
 def test_bad_configs_are_rejected_in_one_line(default_config, edit, key, problem):

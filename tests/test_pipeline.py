@@ -43,13 +43,22 @@ def built(tmp_path_factory, tiny_mirror, workflow_copy):
 
 def test_full_run_builds_every_target(built):
     workdir, config, _, proc = built
-    assert planned_jobs(proc) == {"all": 1, "cache_dataset": 2, "materialize_subset": 4}
+    assert planned_jobs(proc) == {
+        "all": 1, "cache_dataset": 2, "materialize_subset": 4, "train_cnn": 4,
+        "snn_forward_check": 2, "train_snn_bptt": 4, "run_es": 1, "aggregate": 1,
+        "write_manifest": 1}
     for dataset in config["enabled_datasets"]:
         assert (workdir / f"results/data/{dataset}/info.json").exists()
         assert (workdir / f"logs/cache_dataset/{dataset}.log").exists()
         for subset in config["subsets"]:
             assert (workdir / f"results/subsets/{dataset}/{subset}.pt").exists()
             assert (workdir / f"logs/materialize_subset/{dataset}/{subset}.log").exists()
+            assert (workdir / f"results/baselines/cnn/{dataset}/{subset}/metrics.json").exists()
+            assert (workdir / f"results/baselines/bptt/{dataset}/repeat/{subset}/epochs.csv").exists()
+        assert (workdir / f"results/checks/{dataset}/repeat.json").exists()
+    es_run = workdir / "results/es/tinygray/repeat/small/chunked/seed0"
+    assert len((es_run / "log.csv").read_text().splitlines()) == 1 + 2  # header + generations
+    assert not (es_run / "checkpoint.pt").exists()  # removed once the run is complete
 
 
 def test_second_run_executes_nothing(built):
@@ -60,21 +69,31 @@ def test_second_run_executes_nothing(built):
 def test_library_edits_rerun_exactly_the_stages_that_use_them(built, workflow_copy):
     _, config, run, _ = built
     library = workflow_copy / "src" / "snn_es"
-    originals = {name: (library / name).read_text() for name in ("subsets.py", "data.py")}
+    originals = {name: (library / name).read_text()
+                 for name in ("subsets.py", "data.py", "checks.py")}
+
+    def edit(name):
+        with open(library / name, "a") as handle:
+            handle.write("\n# an edit\n")
+
+    def planned():
+        return planned_jobs(run(config, "all", "--dry-run"))
+
+    downstream = {"all": 1, "aggregate": 1, "write_manifest": 1}
     # A checkout that only touches mtimes reruns nothing (small inputs are compared by checksum).
     for module in library.glob("*.py"):
         module.touch()
-    assert planned_jobs(run(config, "all", "--dry-run")) == {}
-    with open(library / "subsets.py", "a") as handle:
-        handle.write("\n# an edit\n")
-    assert planned_jobs(run(config, "all", "--dry-run")) == {"all": 1, "materialize_subset": 4}
-    with open(library / "data.py", "a") as handle:
-        handle.write("\n# an edit\n")
-    assert planned_jobs(run(config, "all", "--dry-run")) == {
-        "all": 1, "cache_dataset": 2, "materialize_subset": 4}
+    assert planned() == {}
+    edit("checks.py")
+    assert planned() == {**downstream, "snn_forward_check": 2}
+    edit("subsets.py")
+    assert planned() == {**downstream, "materialize_subset": 4, "train_cnn": 4,
+                         "snn_forward_check": 2, "train_snn_bptt": 4, "run_es": 1}
+    edit("data.py")
+    assert planned()["cache_dataset"] == 2
     for name, text in originals.items():  # same content again: nothing to do
         (library / name).write_text(text)
-    assert planned_jobs(run(config, "all", "--dry-run")) == {}
+    assert planned() == {}
 
 
 def test_changing_one_subset_reruns_exactly_its_jobs(built):
@@ -82,7 +101,10 @@ def test_changing_one_subset_reruns_exactly_its_jobs(built):
     changed = copy.deepcopy(config)
     changed["subsets"]["small"]["train"] = 15
     dry = run(changed, "all", "--dry-run")
-    assert planned_jobs(dry) == {"all": 1, "materialize_subset": 2}
+    # the small subsets and everything downstream of them; nothing of `big`
+    assert planned_jobs(dry) == {"all": 1, "materialize_subset": 2, "train_cnn": 2,
+                                 "snn_forward_check": 2, "train_snn_bptt": 2, "run_es": 1,
+                                 "aggregate": 1, "write_manifest": 1}
     assert "wildcards: dataset=tinyrgb, subset=small" in dry.stdout
     assert "subset=big" not in dry.stdout
     run(changed, "all")
@@ -112,3 +134,13 @@ def test_lint_reports_nothing():
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+def test_slurm_profile_builds_the_dag():
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--workflow-profile",
+         str(REPO / "workflow/profiles/slurm"), "--dry-run", "all"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "This was a dry-run" in proc.stdout + proc.stderr

@@ -11,10 +11,12 @@ from typing import Any
 
 import yaml
 
+from snn_es.errors import UserError
+
 ENCODERS = ("poisson", "deterministic", "repeat", "latency")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """An invalid config. The message is one line: ``config.<key>: <problem>``."""
 
 
@@ -65,6 +67,18 @@ def check_cross_references(config: dict[str, Any]) -> None:
                 f"config.enabled_datasets.{i}: unknown dataset '{name}'; "
                 f"known datasets (keys of config.datasets): {sorted(datasets)}"
             )
+    for name in config.get("snn_overrides", {}):
+        if name not in datasets:
+            raise ConfigError(f"config.snn_overrides.{name}: unknown dataset '{name}'")
+    for i, grid in enumerate(config.get("es_grid", [])):
+        for key, known in (("datasets", config["enabled_datasets"]),
+                           ("subsets", list(config["subsets"]))):
+            for j, value in enumerate(grid[key]):
+                if value not in known:
+                    raise ConfigError(
+                        f"config.es_grid.{i}.{key}.{j}: '{value}' is not one of the "
+                        f"enabled {key} {known}"
+                    )
     for name in config["enabled_datasets"]:
         split_sizes = datasets[name].get("split_sizes", {})
         for subset, sizes in config["subsets"].items():

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from snn_es.errors import UserError
 from snn_es.io import atomic_torch_save, atomic_write_json, sha256_file, sha256_tensor, torch_load
 
 MIRROR_ENV = "SNN_ES_DATA_MIRROR"
@@ -31,7 +32,7 @@ SPLITS = ("train", "test")
 _HUB_TIMEOUTS = {"HF_HUB_ETAG_TIMEOUT": "10", "HF_HUB_DOWNLOAD_TIMEOUT": "10"}
 
 
-class DataSourceError(RuntimeError):
+class DataSourceError(UserError, RuntimeError):
     """No source (Hub or mirror) could provide a dataset. The message says how to fix it."""
 
 

@@ -1,27 +1,26 @@
-"""Glue between a Snakemake job and the library: logging, threads, clear failures."""
+"""Glue between a Snakemake job and the library: logging, threads, clear failures.
+
+It imports nothing else from the library, so it does not tie every rule to every module.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import traceback
 from typing import Iterator
 
 import torch
 
-from snn_es.config import ConfigError
-from snn_es.data import DataSourceError
-from snn_es.subsets import SubsetError
-
-# Errors whose message already says what is wrong and how to fix it: no traceback needed.
-USER_ERRORS = (ConfigError, DataSourceError, SubsetError)
+from snn_es.errors import UserError
 
 
 @contextlib.contextmanager
 def snakemake_job(snakemake) -> Iterator[None]:
     """Run a job body with stdout/stderr sent to the rule's log and torch using its threads.
 
-    A known user error is written as one line to the log and to the terminal, and the job
-    exits non-zero; Snakemake then removes the job's (atomically written) outputs.
+    A ``UserError`` is written as one line to the log and to the terminal, and the job exits
+    non-zero; Snakemake then removes the job's (atomically written) outputs.
     """
     torch.set_num_threads(max(1, int(snakemake.threads)))
     terminal = sys.stderr
@@ -29,8 +28,11 @@ def snakemake_job(snakemake) -> Iterator[None]:
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             try:
                 yield
-            except USER_ERRORS as exc:
+            except UserError as exc:
                 line = f"{type(exc).__name__}: {exc}"
                 print(line, file=log)
                 print(line, file=terminal)
                 raise SystemExit(1) from None
+            except BaseException:
+                traceback.print_exc(file=log)  # the log holds the whole story
+                raise

@@ -15,11 +15,12 @@ from typing import Any
 import torch
 
 from snn_es.data import load_cached_split
+from snn_es.errors import UserError
 from snn_es.io import atomic_torch_save, atomic_write_json, sha256_file, sha256_tensor
 from snn_es.seeding import generator_from
 
 
-class SubsetError(ValueError):
+class SubsetError(UserError, ValueError):
     """A subset that cannot be drawn from its split (too large, or a class too small)."""
 
 

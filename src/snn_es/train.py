@@ -26,12 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from snn_es.encoders import ENCODERS, encode, to_float
+from snn_es.io import atomic_write_json, atomic_write_text
 from snn_es.models import BaselineCNN, SNNConfig, make_snn, seeded_init
 from snn_es.seeding import generator_from, seed_from
 
@@ -250,3 +252,12 @@ def train_snn_bptt(
 
     data = (train_x, train_y, test_x, test_y)
     return _fit(model, train_fn, eval_fn, data, settings, seed, progress, f"snn-{encoder}")
+
+
+def write_training_outputs(
+    metrics: dict[str, Any], rows: list[dict[str, Any]], metrics_path, csv_path,
+    resolved: dict[str, Any],
+) -> None:
+    """A trainer's metrics JSON (with the resolved settings saved beside it) and epoch CSV."""
+    atomic_write_json(metrics_path, {**metrics, "config": resolved})
+    atomic_write_text(csv_path, pd.DataFrame(rows).to_csv(index=False))

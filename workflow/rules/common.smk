@@ -16,12 +16,19 @@ SUBSETS = list(config["subsets"])
 # The library modules a rule imports are part of its inputs, so editing one reruns exactly
 # the stages that use it (Snakemake compares small files by checksum, not only by mtime).
 LIBRARY = Path(workflow.basedir) / "src" / "snn_es"
-SHARED_MODULES = ("__init__", "io", "seeding", "job", "config")
+SHARED_MODULES = ("__init__", "io", "seeding", "errors", "job")
+
+
+ENCODERS = config["encoders"]
+ES_MODES = ("sequential", "chunked")
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
     subset="|".join(SUBSETS),
+    encoder="|".join(("poisson", "deterministic", "repeat", "latency")),
+    mode="|".join(ES_MODES),
+    seed=r"\d+",
 
 
 def library(*modules):
@@ -46,5 +53,73 @@ def materialized_subsets():
     )
 
 
+def snn_settings(wildcards):
+    """The `snn` section with the dataset's overrides applied."""
+    return {**config["snn"], **config["snn_overrides"].get(wildcards.dataset, {})}
+
+
+def forward_check_subset(wildcards):
+    """The forward check reads test images of the first configured subset."""
+    return rules.materialize_subset.output.tensors.format(
+        dataset=wildcards.dataset, subset=SUBSETS[0]
+    )
+
+
+def cnn_targets():
+    return expand(rules.train_cnn.output.metrics, dataset=DATASETS, subset=SUBSETS)
+
+
+def forward_check_targets():
+    return expand(
+        rules.snn_forward_check.output.report, dataset=DATASETS, encoder=ENCODERS
+    )
+
+
+def bptt_targets():
+    return expand(
+        rules.train_snn_bptt.output.metrics,
+        dataset=DATASETS,
+        encoder=ENCODERS,
+        subset=SUBSETS,
+    )
+
+
+def es_targets(modes=ES_MODES, datasets=None, encoders=None, subsets=None):
+    """Metrics files of the ES grid, optionally filtered (for the Makefile targets)."""
+    targets = []
+    for grid in config["es_grid"]:
+        targets += expand(
+            rules.run_es.output.metrics,
+            dataset=[d for d in grid["datasets"] if datasets is None or d in datasets],
+            encoder=[e for e in grid["encoders"] if encoders is None or e in encoders],
+            subset=[s for s in grid["subsets"] if subsets is None or s in subsets],
+            mode=[m for m in grid["modes"] if m in modes],
+            seed=grid["seeds"],
+        )
+    return sorted(set(targets))
+
+
+def manifest_entries():
+    """(file, producing rule) for every published file: tables, plots and per-run results."""
+    entries = [(path, "aggregate") for path in rules.aggregate.output]
+    entries += [(path, "train_cnn") for path in cnn_targets()]
+    entries += [(path, "train_snn_bptt") for path in bptt_targets()]
+    entries += [(path, "snn_forward_check") for path in forward_check_targets()]
+    entries += [(path, "run_es") for path in es_targets()]
+    return sorted(entries)
+
+
+def published_files():
+    return [path for path, _ in manifest_entries()]
+
+
 def all_targets():
-    return cached_datasets() + materialized_subsets()
+    return (
+        cached_datasets()
+        + materialized_subsets()
+        + cnn_targets()
+        + forward_check_targets()
+        + bptt_targets()
+        + es_targets()
+        + [rules.write_manifest.output.manifest]
+    )

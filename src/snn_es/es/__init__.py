@@ -1,0 +1,1 @@
+"""Evolution strategies: the strategy (ask/tell), population evaluators and the run loop."""

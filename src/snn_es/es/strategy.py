@@ -1,0 +1,155 @@
+"""OpenAI-style evolution strategy with an ask/tell interface.
+
+Antithetic Gaussian perturbations, centred-rank fitness shaping, Adam or SGD on the ES
+gradient estimate, decoupled weight decay, and sigma / learning-rate schedules.
+
+Noise is never stored: member ``m`` of generation ``g`` is ``theta + sign * sigma * eps``
+with ``eps`` drawn from a generator seeded by ``(seed, "es-noise", g, m // 2)`` and
+``sign = +1`` for even ``m``, ``-1`` for odd ``m``. Any member can be rebuilt anywhere, in
+any order, which is what makes the sequential and chunked evaluators agree and resumed runs
+bit-identical.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from snn_es.seeding import generator_from
+
+SCHEDULES = ("constant", "cosine", "linear")
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class ESSettings:
+    population: int = 32  # members per generation (even: antithetic pairs)
+    sigma: float = 0.02  # perturbation scale at generation 0
+    sigma_final: float | None = None  # sigma at the last generation (None = constant)
+    lr: float = 0.01  # step size at generation 0
+    lr_schedule: str = "constant"  # constant | cosine | linear decay to lr * lr_final_ratio
+    lr_final_ratio: float = 0.1
+    optimizer: str = "adam"  # adam | sgd (with momentum)
+    momentum: float = 0.9  # sgd only
+    beta1: float = 0.9  # adam
+    beta2: float = 0.999  # adam
+    eps: float = 1e-8  # adam
+    weight_decay: float = 0.0  # decoupled, applied as theta -= lr * wd * theta
+
+    def __post_init__(self) -> None:
+        if self.population < 2 or self.population % 2:
+            raise ValueError(f"population must be an even number >= 2, got {self.population}")
+        if self.sigma <= 0 or self.lr <= 0:
+            raise ValueError("sigma and lr must be positive")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+
+
+def _decay(start: float, end: float, progress: float, shape: str) -> float:
+    if shape == "cosine":
+        return end + 0.5 * (start - end) * (1 + math.cos(math.pi * progress))
+    return start + (end - start) * progress  # linear
+
+
+def centered_ranks(fitness: Tensor) -> Tensor:
+    """Ranks scaled to [-0.5, 0.5]; ties broken by member index (deterministic)."""
+    n = fitness.numel()
+    order = torch.argsort(fitness, stable=True)
+    ranks = torch.empty(n, dtype=torch.float64)
+    ranks[order] = torch.arange(n, dtype=torch.float64)
+    return ranks / (n - 1) - 0.5
+
+
+class OpenAIES:
+    """Maximises a fitness; ``theta`` is a flat float vector."""
+
+    def __init__(self, theta: Tensor, settings: ESSettings, seed: int, generations: int):
+        self.settings = settings
+        self.seed = seed
+        self.generations = generations
+        self.theta = theta.detach().clone()
+        self.m = torch.zeros_like(self.theta)  # adam first moment / sgd momentum buffer
+        self.v = torch.zeros_like(self.theta)  # adam second moment
+        self.steps = 0
+
+    # --- schedules -------------------------------------------------------------------
+    def _progress(self, generation: int) -> float:
+        return generation / max(1, self.generations - 1)
+
+    def sigma_at(self, generation: int) -> float:
+        s = self.settings
+        if s.sigma_final is None:
+            return s.sigma
+        return _decay(s.sigma, s.sigma_final, self._progress(generation), "linear")
+
+    def lr_at(self, generation: int) -> float:
+        s = self.settings
+        if s.lr_schedule == "constant":
+            return s.lr
+        return _decay(s.lr, s.lr * s.lr_final_ratio, self._progress(generation), s.lr_schedule)
+
+    # --- ask ---------------------------------------------------------------------------
+    def noise(self, generation: int, pair: int) -> Tensor:
+        gen = generator_from(self.seed, "es-noise", generation, pair)
+        return torch.randn(self.theta.shape, generator=gen, dtype=self.theta.dtype)
+
+    def member(self, generation: int, index: int) -> Tensor:
+        """Flat parameters of one population member."""
+        sign = 1.0 if index % 2 == 0 else -1.0
+        return self.theta + (sign * self.sigma_at(generation)) * self.noise(generation, index // 2)
+
+    def members(self, generation: int, start: int, stop: int) -> Tensor:
+        """Flat parameters of members ``start..stop-1`` stacked as [stop - start, D]."""
+        return torch.stack([self.member(generation, i) for i in range(start, stop)])
+
+    # --- tell --------------------------------------------------------------------------
+    def gradient(self, generation: int, fitness: Tensor) -> Tensor:
+        """ES estimate of the gradient of the expected fitness (ascent direction)."""
+        shaped = centered_ranks(fitness.detach().cpu().double())
+        weights = shaped[0::2] - shaped[1::2]  # antithetic pairs: (+eps) minus (-eps)
+        grad = torch.zeros_like(self.theta)
+        for pair, weight in enumerate(weights.tolist()):
+            if weight != 0.0:
+                grad.add_(self.noise(generation, pair), alpha=weight)
+        return grad / (self.settings.population * self.sigma_at(generation))
+
+    def tell(self, generation: int, fitness: Tensor) -> Tensor:
+        """Update theta from the population's fitness; returns the gradient estimate."""
+        if fitness.numel() != self.settings.population:
+            raise ValueError(f"expected {self.settings.population} fitness values")
+        s = self.settings
+        grad = self.gradient(generation, fitness)
+        lr = self.lr_at(generation)
+        self.steps += 1
+        if s.optimizer == "adam":
+            self.m.mul_(s.beta1).add_(grad, alpha=1 - s.beta1)
+            self.v.mul_(s.beta2).addcmul_(grad, grad, value=1 - s.beta2)
+            m_hat = self.m / (1 - s.beta1**self.steps)
+            v_hat = self.v / (1 - s.beta2**self.steps)
+            step = m_hat / (v_hat.sqrt() + s.eps)
+        else:
+            self.m.mul_(s.momentum).add_(grad)
+            step = self.m
+        if s.weight_decay:
+            self.theta.mul_(1 - lr * s.weight_decay)
+        self.theta.add_(step, alpha=lr)
+        return grad
+
+    # --- checkpointing -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"theta": self.theta.clone(), "m": self.m.clone(), "v": self.v.clone(),
+                "steps": self.steps, "settings": asdict(self.settings), "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["settings"] != asdict(self.settings) or state["seed"] != self.seed:
+            raise ValueError("checkpoint was made with different ES settings or seed")
+        self.theta.copy_(state["theta"])
+        self.m.copy_(state["m"])
+        self.v.copy_(state["v"])
+        self.steps = int(state["steps"])

@@ -1,0 +1,180 @@
+"""Published results: CSV tables, plots and the content manifest, from the runs' own files.
+
+Accuracy tables hold no timings, so two runs of the same config give byte-identical tables;
+timings live in ``es_timing.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from snn_es.io import atomic_write_bytes, atomic_write_text, sha256_file  # noqa: E402
+
+ES_KEYS = ["dataset", "encoder", "subset", "mode", "seed"]
+ES_RUN_COLUMNS = ES_KEYS + ["generations", "evaluations", "final_test_acc", "best_test_acc",
+                            "final_train_acc"]
+ES_TIMING_COLUMNS = ES_KEYS + ["wall_s", "member_evals_per_s"]
+BASELINE_COLUMNS = ["model", "dataset", "encoder", "subset", "test_acc", "train_acc"]
+# PNG files carry no software version or date, so equal plots give equal bytes.
+PNG_METADATA = {"Software": None}
+
+
+def _json(path: str | os.PathLike) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def es_key(path: str | os.PathLike) -> dict[str, Any]:
+    """Grid keys from ``results/es/{dataset}/{encoder}/{subset}/{mode}/seed{seed}/...``."""
+    parts = Path(path).parts
+    dataset, encoder, subset, mode, seed = parts[-6:-1]
+    return {"dataset": dataset, "encoder": encoder, "subset": subset, "mode": mode,
+            "seed": int(seed.removeprefix("seed"))}
+
+
+def es_tables(metrics_paths: Iterable[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows = [{**es_key(p), **_json(p)} for p in metrics_paths]
+    frame = pd.DataFrame(rows, columns=sorted({c for r in rows for c in r} | set(ES_RUN_COLUMNS)))
+    frame = frame.sort_values(ES_KEYS).reset_index(drop=True)
+    return frame[ES_RUN_COLUMNS], frame[ES_TIMING_COLUMNS]
+
+
+def baseline_table(cnn_paths: Iterable[str], bptt_paths: Iterable[str]) -> pd.DataFrame:
+    rows = []
+    for p in cnn_paths:  # results/baselines/cnn/{dataset}/{subset}/metrics.json
+        dataset, subset = Path(p).parts[-3:-1]
+        m = _json(p)
+        rows.append({"model": "cnn", "dataset": dataset, "encoder": "", "subset": subset,
+                     "test_acc": m["test_acc"], "train_acc": m["train_acc"]})
+    for p in bptt_paths:  # results/baselines/bptt/{dataset}/{encoder}/{subset}/metrics.json
+        dataset, encoder, subset = Path(p).parts[-4:-1]
+        m = _json(p)
+        rows.append({"model": "snn_bptt", "dataset": dataset, "encoder": encoder,
+                     "subset": subset, "test_acc": m["test_acc"], "train_acc": m["train_acc"]})
+    frame = pd.DataFrame(rows, columns=BASELINE_COLUMNS)
+    return frame.sort_values(["model", "dataset", "encoder", "subset"]).reset_index(drop=True)
+
+
+def checks_table(check_paths: Iterable[str]) -> pd.DataFrame:
+    rows = []
+    for p in check_paths:
+        m = _json(p)
+        row = {"dataset": m["dataset"], "encoder": m["encoder"], "loss": m["loss"],
+               "logit_std_across_inputs": m["logit_std_across_inputs"]}
+        row.update({f"spike_rate_{k}": v for k, v in m["spike_rates"].items()})
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(["dataset", "encoder"]).reset_index(drop=True)
+
+
+def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
+    atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+
+
+def _save(fig, path: str | os.PathLike) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata=PNG_METADATA)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _es_logs(metrics_paths: Iterable[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    return [(es_key(p), pd.read_csv(Path(p).with_name("log.csv"))) for p in metrics_paths]
+
+
+def plot_learning_curves(metrics_paths: Iterable[str], path: str | os.PathLike) -> None:
+    """Test accuracy of the ES centre vs generation; one panel per dataset x subset."""
+    logs = _es_logs(metrics_paths)
+    panels = sorted({(k["dataset"], k["subset"]) for k, _ in logs})
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.5 * max(1, len(panels)), 3.6),
+                             squeeze=False)
+    for ax, (dataset, subset) in zip(axes[0], panels):
+        for key, log in logs:
+            if (key["dataset"], key["subset"]) != (dataset, subset):
+                continue
+            tested = log.dropna(subset=["test_acc"])
+            ax.plot(tested["generation"] + 1, 100 * tested["test_acc"], marker="o", ms=3,
+                    linestyle="-" if key["mode"] == "chunked" else "--",
+                    label=f"{key['encoder']} ({key['mode']}, seed {key['seed']})")
+        ax.set_title(f"{dataset}, subset '{subset}'")
+        ax.set_xlabel("ES generation")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("ES learning curves (accuracy of the population centre)")
+    _save(fig, path)
+
+
+def plot_repeat_control(metrics_paths: Iterable[str], path: str | os.PathLike,
+                        subset: str = "big") -> None:
+    """repeat (analog input) vs poisson (spike input) at one subset: fitness and accuracy."""
+    logs = [(k, log) for k, log in _es_logs(metrics_paths)
+            if k["subset"] == subset and k["encoder"] in ("repeat", "poisson")]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key, log in logs:
+        label = f"{key['dataset']} {key['encoder']} ({key['mode']})"
+        left.plot(log["generation"] + 1, -log["fitness_mean"], label=label)
+        tested = log.dropna(subset=["test_acc"])
+        right.plot(tested["generation"] + 1, 100 * tested["test_acc"], marker="o", ms=3,
+                   label=label)
+    left.set_ylabel("population mean cross-entropy (minibatch)")
+    right.set_ylabel("test accuracy (%)")
+    for ax in (left, right):
+        ax.set_xlabel("ES generation")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Input encoding control at subset '{subset}': repeat vs poisson")
+    _save(fig, path)
+
+
+def plot_mode_timing(timing: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Wall time of the sequential and chunked evaluators for the same runs."""
+    frame = timing.copy()
+    frame["run"] = frame["dataset"] + "/" + frame["encoder"] + "/" + frame["subset"]
+    table = frame.pivot_table(index="run", columns="mode", values="wall_s", aggfunc="mean")
+    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(table) + 2), 3.8))
+    table.plot.bar(ax=ax, rot=30)
+    ax.set_ylabel("wall time of the ES run (s)")
+    ax.set_xlabel("dataset / encoder / subset")
+    ax.set_title("ES wall time: sequential vs chunked population evaluation")
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+
+
+def plot_accuracy_comparison(runs: pd.DataFrame, baselines: pd.DataFrame,
+                             path: str | os.PathLike) -> None:
+    """Final test accuracy of ES, surrogate-gradient BPTT and the CNN, per dataset."""
+    es = runs.groupby(["dataset", "encoder", "subset"], as_index=False)["final_test_acc"].max()
+    es = es.rename(columns={"final_test_acc": "test_acc"}).assign(model="snn_es")
+    both = pd.concat([es, baselines[["model", "dataset", "encoder", "subset", "test_acc"]]])
+    datasets = sorted(both["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        part = both[both["dataset"] == dataset].copy()
+        part["setting"] = part["encoder"].replace("", "(images)") + " / " + part["subset"]
+        table = part.pivot_table(index="setting", columns="model", values="test_acc")
+        (100 * table).plot.bar(ax=ax, rot=30)
+        ax.axhline(10, color="grey", linestyle=":", label="chance (10 classes)")
+        ax.set_title(f"{dataset}: test accuracy by training method")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_xlabel("input encoding / subset")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def write_manifest(entries: Iterable[tuple[str, str]], path: str | os.PathLike) -> None:
+    """``results/manifest.tsv``: path, sha256, size and producing rule of each published file."""
+    lines = ["path\tsha256\tbytes\trule"]
+    for file, rule in sorted(entries):
+        lines.append(f"{file}\t{sha256_file(file)}\t{os.path.getsize(file)}\t{rule}")
+    atomic_write_text(path, "\n".join(lines) + "\n")

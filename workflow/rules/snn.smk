@@ -1,0 +1,68 @@
+rule train_cnn:
+    input:
+        subset=rules.materialize_subset.output.tensors,
+        code=library("data", "subsets", "encoders", "models", "train"),
+    output:
+        metrics="results/baselines/cnn/{dataset}/{subset}/metrics.json",
+        epochs="results/baselines/cnn/{dataset}/{subset}/epochs.csv",
+    log:
+        "logs/train_cnn/{dataset}/{subset}.log",
+    conda:
+        "../../envs/snn-es.yaml"
+    params:
+        train=config["cnn"],
+        seed=config["seed"],
+    script:
+        "../scripts/train_cnn.py"
+
+
+rule snn_forward_check:
+    input:
+        subset=forward_check_subset,
+        code=library("data", "subsets", "encoders", "models", "checks"),
+    output:
+        report="results/checks/{dataset}/{encoder}.json",
+    log:
+        "logs/snn_forward_check/{dataset}/{encoder}.log",
+    conda:
+        "../../envs/snn-es.yaml"
+    params:
+        snn=snn_settings,
+        batch_size=config["forward_check"]["batch_size"],
+        seed=config["seed"],
+    script:
+        "../scripts/snn_forward_check.py"
+
+
+rule train_snn_bptt:
+    input:
+        subset=rules.materialize_subset.output.tensors,
+        code=library("data", "subsets", "encoders", "models", "train"),
+    output:
+        metrics="results/baselines/bptt/{dataset}/{encoder}/{subset}/metrics.json",
+        epochs="results/baselines/bptt/{dataset}/{encoder}/{subset}/epochs.csv",
+    log:
+        "logs/train_snn_bptt/{dataset}/{encoder}/{subset}.log",
+    conda:
+        "../../envs/snn-es.yaml"
+    params:
+        snn=snn_settings,
+        train=config["bptt"],
+        seed=config["seed"],
+    script:
+        "../scripts/train_snn_bptt.py"
+
+
+rule cnn_all:
+    input:
+        cnn_targets(),
+
+
+rule snn_forward_all:
+    input:
+        forward_check_targets(),
+
+
+rule bptt_all:
+    input:
+        bptt_targets(),
