@@ -86,7 +86,9 @@ def tiny_config(mirror: Path) -> dict:
         "es": {"generations": 2, "population": 4, "batch_size": 4, "sigma": 0.02, "lr": 0.01,
                "eval_every": 1, "checkpoint_every": 1, "chunk_size": 2},
         "es_grid": [{"datasets": ["tinygray"], "encoders": ["repeat"], "subsets": ["small"],
-                     "modes": ["chunked"], "seeds": [0]}],
+                     "modes": ["chunked"], "seeds": [0]},
+                    {"datasets": ["tinygray"], "encoders": ["repeat"], "subsets": ["small"],
+                     "modes": ["sequential"], "seeds": [0], "es": {"lr": 0.02}}],
     }
 
 

@@ -48,6 +48,12 @@ def test_default_config_is_valid(default_config):
         (lambda c: c["es_grid"][1].update(encoders=["rate"]), "config.es_grid.1.encoders.0",
          "'rate' is not one of"),
         (lambda c: c["es"].update(population=33), "config.es.population", "multiple of 2"),
+        (lambda c: c["es_grid"][1].update(es={"lr": -1}), "config.es_grid.1.es.lr",
+         "less than or equal to the minimum of 0"),
+        (lambda c: c["es_grid"][1].update(es={"lrr": 1}), "config.es_grid.1.es",
+         "'lrr' is not one of"),
+        (lambda c: c["es_grid"].append(dict(c["es_grid"][1])), "config.es_grid.2",
+         "is also in config.es_grid.1"),
         (lambda c: c["snn"].update(reset_mechanism="hard"), "config.snn.reset_mechanism",
          "'hard' is not one of"),
         (lambda c: c["snn_overrides"].update(svhn={"channels": [4]}), "config.snn_overrides.svhn",
@@ -76,3 +82,13 @@ def test_every_schema_key_is_described():
             walk(extra, f"{path}.*")
 
     walk(schema, "config")
+
+
+def test_full_config_is_valid_over_the_defaults(default_config):
+    from snakemake.utils import update_config
+
+    full = yaml.safe_load((REPO / "config" / "full.yaml").read_text())
+    update_config(default_config, full)  # what --configfile does
+    checked = check_config(default_config, SCHEMA)
+    assert checked["subsets"]["full"] == {"train": 50000, "test": 10000}
+    assert checked["es"]["population"] == 256

@@ -45,7 +45,7 @@ def test_full_run_builds_every_target(built):
     workdir, config, _, proc = built
     assert planned_jobs(proc) == {
         "all": 1, "cache_dataset": 2, "materialize_subset": 4, "train_cnn": 4,
-        "snn_forward_check": 2, "train_snn_bptt": 4, "run_es": 1, "aggregate": 1,
+        "snn_forward_check": 2, "train_snn_bptt": 4, "run_es": 2, "aggregate": 1,
         "write_manifest": 1}
     for dataset in config["enabled_datasets"]:
         assert (workdir / f"results/data/{dataset}/info.json").exists()
@@ -88,12 +88,35 @@ def test_library_edits_rerun_exactly_the_stages_that_use_them(built, workflow_co
     assert planned() == {**downstream, "snn_forward_check": 2}
     edit("subsets.py")
     assert planned() == {**downstream, "materialize_subset": 4, "train_cnn": 4,
-                         "snn_forward_check": 2, "train_snn_bptt": 4, "run_es": 1}
+                         "snn_forward_check": 2, "train_snn_bptt": 4, "run_es": 2}
     edit("data.py")
     assert planned()["cache_dataset"] == 2
     for name, text in originals.items():  # same content again: nothing to do
         (library / name).write_text(text)
     assert planned() == {}
+
+
+def test_editing_one_grid_cell_reruns_that_run_and_the_aggregation(built):
+    _, config, run, _ = built
+    changed = copy.deepcopy(config)
+    changed["es_grid"][1]["es"]["lr"] = 0.03
+    dry = run(changed, "all", "--dry-run")
+    assert planned_jobs(dry) == {"all": 1, "run_es": 1, "aggregate": 1, "write_manifest": 1}
+    assert "mode=sequential" in dry.stdout and "mode=chunked" not in dry.stdout
+
+
+def test_published_outputs_and_report(built):
+    workdir, config, run, _ = built
+    tables = workdir / "results" / "tables"
+    runs = (tables / "es_runs.csv").read_text().splitlines()
+    assert runs[0].startswith("dataset,encoder,subset,mode,seed,generations,evaluations")
+    assert len(runs) == 1 + 2
+    manifest = (workdir / "results" / "manifest.tsv").read_text().splitlines()
+    assert any(line.startswith("results/tables/es_runs.csv\t") for line in manifest)
+    assert len(manifest) == 1 + 8 + 4 + 4 + 2 + 2  # header, aggregate, cnn, bptt, checks, es
+    run(config, "--report", str(workdir / "report.html"))
+    html = (workdir / "report.html").read_text(errors="replace")
+    assert "es_runs.csv" in html and "surrogate-gradient" in html
 
 
 def test_changing_one_subset_reruns_exactly_its_jobs(built):
@@ -103,7 +126,7 @@ def test_changing_one_subset_reruns_exactly_its_jobs(built):
     dry = run(changed, "all", "--dry-run")
     # the small subsets and everything downstream of them; nothing of `big`
     assert planned_jobs(dry) == {"all": 1, "materialize_subset": 2, "train_cnn": 2,
-                                 "snn_forward_check": 2, "train_snn_bptt": 2, "run_es": 1,
+                                 "snn_forward_check": 2, "train_snn_bptt": 2, "run_es": 2,
                                  "aggregate": 1, "write_manifest": 1}
     assert "wildcards: dataset=tinyrgb, subset=small" in dry.stdout
     assert "subset=big" not in dry.stdout

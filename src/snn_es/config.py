@@ -6,6 +6,7 @@ what is wrong, raised before any job runs.
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any
 
@@ -14,6 +15,7 @@ import yaml
 from snn_es.errors import UserError
 
 ENCODERS = ("poisson", "deterministic", "repeat", "latency")
+GRID_KEYS = ("datasets", "encoders", "subsets", "modes", "seeds")
 
 
 class ConfigError(UserError, ValueError):
@@ -55,7 +57,24 @@ def check_config(config: dict[str, Any], schema_path: str | os.PathLike) -> dict
             raise ConfigError(" ".join(str(exc).split())) from None
         raise ConfigError(_schema_error_line(error)) from None
     check_cross_references(config)
+    check_grid_overrides(config, schema_path)
     return config
+
+
+def check_grid_overrides(config: dict[str, Any], schema_path: str | os.PathLike) -> None:
+    """Each ES grid entry's `es` changes, merged into `es`, must satisfy the `es` schema."""
+    import jsonschema
+
+    with open(schema_path) as handle:
+        schema = yaml.safe_load(handle)
+    es_schema = {**schema["properties"]["es"], "definitions": schema["definitions"]}
+    for i, grid in enumerate(config.get("es_grid", [])):
+        merged = {**config["es"], **grid.get("es", {})}
+        error = jsonschema.exceptions.best_match(
+            jsonschema.Draft202012Validator(es_schema).iter_errors(merged))
+        if error is not None:
+            key = ".".join(str(p) for p in error.absolute_path)
+            raise ConfigError(f"config.es_grid.{i}.es.{key}: {error.message}")
 
 
 def check_cross_references(config: dict[str, Any]) -> None:
@@ -70,7 +89,14 @@ def check_cross_references(config: dict[str, Any]) -> None:
     for name in config.get("snn_overrides", {}):
         if name not in datasets:
             raise ConfigError(f"config.snn_overrides.{name}: unknown dataset '{name}'")
+    cells: dict[tuple, int] = {}
     for i, grid in enumerate(config.get("es_grid", [])):
+        for cell in itertools.product(*(grid[k] for k in GRID_KEYS)):
+            if cell in cells:
+                raise ConfigError(
+                    f"config.es_grid.{i}: run {dict(zip(GRID_KEYS, cell))} is also in "
+                    f"config.es_grid.{cells[cell]}; each run may appear once")
+            cells[cell] = i
         for key, known in (("datasets", config["enabled_datasets"]),
                            ("subsets", list(config["subsets"]))):
             for j, value in enumerate(grid[key]):

@@ -65,6 +65,20 @@ def forward_check_subset(wildcards):
     )
 
 
+def es_settings(wildcards):
+    """The `es` section with the overrides of the grid entry that holds this run."""
+    for grid in config["es_grid"]:
+        if (
+            wildcards.dataset in grid["datasets"]
+            and wildcards.encoder in grid["encoders"]
+            and wildcards.subset in grid["subsets"]
+            and wildcards.mode in grid["modes"]
+            and int(wildcards.seed) in grid["seeds"]
+        ):
+            return {**config["es"], **grid.get("es", {})}
+    raise ValueError(f"ES run {dict(wildcards)} is not in config.es_grid")
+
+
 def cnn_targets():
     return expand(rules.train_cnn.output.metrics, dataset=DATASETS, subset=SUBSETS)
 

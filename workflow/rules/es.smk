@@ -23,7 +23,7 @@ rule run_es:
         "../../envs/snn-es.yaml"
     params:
         snn=snn_settings,
-        es=config["es"],
+        es=es_settings,
     script:
         "../scripts/run_es.py"
 
