@@ -3,7 +3,7 @@ SNAKEMAKE ?= uv run snakemake
 CORES ?= 1
 
 .PHONY: sync all data subsets cnn snn_forward bptt es_subset es_parallel mnist_es \
-	es_repeat_small es_repeat_big es_norepeat_big test lint fmt dag
+	es_repeat_small es_repeat_big es_norepeat_big benchmark report test lint fmt dag
 
 sync:  ## install the locked environment
 	uv sync --locked
@@ -43,6 +43,12 @@ es_repeat_big:  ## CIFAR-10 ES with the repeat encoder, big subset
 
 es_norepeat_big:  ## the poisson control at the big subset
 	$(SNAKEMAKE) --cores $(CORES) es_norepeat_big
+
+benchmark:  ## ES throughput side by side -> results/tables/throughput.csv (not in `all`)
+	$(SNAKEMAKE) --cores $(CORES) benchmark
+
+report:  ## HTML report of the published tables and plots
+	$(SNAKEMAKE) --report results/report.html
 
 test:
 	uv run pytest

@@ -113,6 +113,14 @@ def es_targets(modes=ES_MODES, datasets=None, encoders=None, subsets=None):
     return sorted(set(targets))
 
 
+def benchmark_channels():
+    """Conv channels of each benchmarked dataset's SNN (with its overrides)."""
+    return {
+        name: {**config["snn"], **config["snn_overrides"].get(name, {})}["channels"]
+        for name in config["benchmark"]["datasets"]
+    }
+
+
 def manifest_entries():
     """(file, producing rule) for every published file: tables, plots and per-run results."""
     entries = [(path, "aggregate") for path in rules.aggregate.output]

@@ -68,3 +68,32 @@ rule write_manifest:
         entries=manifest_entries(),
     script:
         "../scripts/write_manifest.py"
+
+
+rule benchmark:
+    input:
+        code=library(
+            "encoders",
+            "models",
+            "es/__init__",
+            "es/params",
+            "es/strategy",
+            "es/evaluate",
+            "benchmark",
+            "report",
+        ),
+    output:
+        throughput=report(
+            "results/tables/throughput.csv",
+            caption="../report/throughput.rst",
+            category="Performance",
+        ),
+    log:
+        "logs/benchmark.log",
+    conda:
+        "../../envs/snn-es.yaml"
+    params:
+        settings=config["benchmark"],
+        channels=benchmark_channels(),
+    script:
+        "../scripts/benchmark.py"

@@ -1,0 +1,198 @@
+"""Throughput of one ES generation (P members x B images x T steps), side by side.
+
+Rows (member-sample evaluations per second; one evaluation = one image through T steps):
+- ``snntorch_loop``: the snnTorch module network, weights loaded member by member;
+- ``sequential`` / ``chunked``: the project's evaluators (chunked at its best chunk size);
+- ``inference_limit``: plain no-grad inference of one network with the fastest forward, at
+  the batch size where it is fastest. An ES generation cannot beat this by much.
+``flops_share``: the network's nominal FLOPs (every conv and linear layer at every step) per
+second, as a share of a large float32 matmul's FLOP/s measured in the same run.
+
+Run ``python -m snn_es.benchmark --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+
+from snn_es.encoders import encode
+from snn_es.es.evaluate import PopulationTask, evaluate_population
+from snn_es.es.params import ParamLayout
+from snn_es.es.strategy import ESSettings, OpenAIES
+from snn_es.models import SNNConfig, make_snn, snn_functional_forward
+from snn_es.seeding import generator_from
+
+SHAPES = {"cifar10": (3, 32, 32), "mnist": (1, 28, 28)}
+
+
+def network_flops(cfg: SNNConfig) -> float:
+    """Nominal FLOPs of one image through T steps (2 per multiply-add, convs and linear)."""
+    channels_in, height, width = cfg.input_shape
+    flops = 0.0
+    for channels_out in cfg.channels:
+        flops += 2 * channels_out * channels_in * cfg.kernel_size**2 * height * width
+        channels_in, height, width = channels_out, height // 2, width // 2
+    flops += 2 * cfg.num_classes * cfg.num_features
+    return flops * cfg.num_steps
+
+
+def _time(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm-up (vmap tracing, allocator)
+    times = []
+    for _ in range(repeats):
+        tick = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - tick)
+    return statistics.median(times)
+
+
+def matmul_flops_per_s(size: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    return 2 * size**3 / _time(lambda: a @ b, repeats)
+
+
+def _setup(dataset: str, channels: tuple[int, ...], steps: int, population: int, batch: int):
+    cfg = SNNConfig(input_shape=SHAPES[dataset], channels=channels, num_steps=steps)
+    model = make_snn(cfg, 0)
+    layout = ParamLayout.of(model)
+    strategy = OpenAIES(layout.flatten(dict(model.named_parameters())),
+                        ESSettings(population=population), seed=0, generations=1)
+    gen = generator_from(0, "benchmark-images")
+    images = torch.rand(batch, *cfg.input_shape, generator=gen)
+    labels = torch.randint(0, 10, (batch,), generator=gen)
+    return cfg, model, layout, strategy, images, labels
+
+
+def measure(dataset: str, encoder: str, channels: tuple[int, ...], steps: int, population: int,
+            batch: int, chunk_sizes: list[int], repeats: int) -> list[dict[str, Any]]:
+    cfg, model, layout, strategy, images, labels = _setup(dataset, channels, steps,
+                                                          population, batch)
+    task = PopulationTask(cfg, layout, encoder, seed=0)
+    evals = population * batch
+    rows = []
+
+    @torch.no_grad()
+    def snntorch_loop():
+        x_seq = encode(encoder, images, steps, generator_from(0, "spikes"))
+        for member in range(population):
+            torch.nn.utils.vector_to_parameters(strategy.member(0, member), model.parameters())
+            model(x_seq)
+
+    rows.append(("snntorch_loop", None, _time(snntorch_loop, repeats)))
+    rows.append(("sequential", None, _time(
+        lambda: evaluate_population("sequential", strategy, 0, images, labels, task),
+        repeats)))
+    chunked = [(c, _time(lambda c=c: evaluate_population(
+        "chunked", strategy, 0, images, labels, task, c), repeats)) for c in chunk_sizes]
+    best_chunk, best_time = min(chunked, key=lambda item: item[1])
+    rows.append(("chunked", best_chunk, best_time))
+
+    # Inference limit: one network, P*B images in batches of the fastest size.
+    params = dict(model.named_parameters())
+    pool = images.repeat((evals + batch - 1) // batch, 1, 1, 1)[:evals]
+
+    @torch.no_grad()
+    def inference(size: int) -> None:
+        for start in range(0, evals, size):
+            chunk = pool[start:start + size]
+            x = chunk if task.static_input else task.inputs(chunk, 0, None)
+            snn_functional_forward(params, x, cfg, static_input=task.static_input)
+
+    limits = [(size, _time(lambda size=size: inference(size), repeats))
+              for size in sorted({batch, 2 * batch, 4 * batch, evals})]
+    best_size, limit_time = min(limits, key=lambda item: item[1])
+    rows.append(("inference_limit", best_size, limit_time))
+
+    out = []
+    for name, setting, seconds in rows:
+        out.append({"implementation": name, "dataset": dataset, "encoder": encoder,
+                    "P": population, "B": batch, "T": steps, "setting": setting,
+                    "seconds_per_generation": seconds, "evals_per_s": evals / seconds,
+                    "gflops_per_s": network_flops(cfg) * evals / seconds / 1e9})
+    return out
+
+
+def peak_rss_mb(dataset: str, encoder: str, channels, steps, population, batch, chunk) -> float:
+    """Peak resident memory of a fresh process that evaluates one chunked generation."""
+    code = (
+        "import resource, torch\n"
+        "from snn_es.benchmark import _setup\n"
+        "from snn_es.es.evaluate import PopulationTask, evaluate_population\n"
+        f"cfg, m, layout, s, x, y = _setup({dataset!r}, {tuple(channels)!r}, {steps}, "
+        f"{population}, {batch})\n"
+        f"evaluate_population('chunked', s, 0, x, y, PopulationTask(cfg, layout, {encoder!r}, 0),"
+        f" {chunk})\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    return int(result.stdout.strip().splitlines()[-1]) / 1024
+
+
+def run_benchmark(datasets: dict[str, tuple[int, ...]], encoders: list[str], steps: int,
+                  population: int, batch: int, chunk_sizes: list[int], repeats: int,
+                  memory_chunks: list[int]) -> pd.DataFrame:
+    torch.manual_seed(0)
+    matmul = matmul_flops_per_s()
+    rows = []
+    for dataset, channels in datasets.items():
+        for encoder in encoders:
+            part = measure(dataset, encoder, channels, steps, population, batch, chunk_sizes,
+                           repeats)
+            base = next(r for r in part if r["implementation"] == "snntorch_loop")
+            limit = next(r for r in part if r["implementation"] == "inference_limit")
+            for row in part:
+                row["ratio_to_snntorch_loop"] = row["evals_per_s"] / base["evals_per_s"]
+                row["ratio_to_inference_limit"] = row["evals_per_s"] / limit["evals_per_s"]
+                row["flops_share"] = row["gflops_per_s"] * 1e9 / matmul
+                rows.append(row)
+            for chunk in memory_chunks:
+                rows.append({"implementation": f"chunked_peak_rss_chunk{chunk}",
+                             "dataset": dataset, "encoder": encoder, "P": population,
+                             "B": batch, "T": steps, "setting": chunk,
+                             "peak_rss_mb": peak_rss_mb(dataset, encoder, channels, steps,
+                                                        population, batch, chunk)})
+    frame = pd.DataFrame(rows)
+    frame.insert(3, "device", "cpu")
+    frame["threads"] = torch.get_num_threads()
+    frame["matmul_gflops_per_s"] = matmul / 1e9
+    return frame
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="results/tables/throughput.csv")
+    parser.add_argument("--channels", default='{"cifar10": [16, 32], "mnist": [8, 16]}',
+                        help="JSON: dataset -> conv channels")
+    parser.add_argument("--encoders", nargs="+", default=["poisson", "repeat"])
+    parser.add_argument("--population", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--chunks", type=int, nargs="+", default=[4, 8, 16, 32])
+    parser.add_argument("--memory-chunks", type=int, nargs="*", default=[4, 32])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    datasets = {k: tuple(v) for k, v in json.loads(args.channels).items()}
+    frame = run_benchmark(datasets, args.encoders, args.steps, args.population, args.batch,
+                          args.chunks, args.repeats, args.memory_chunks)
+    from snn_es.report import write_csv
+
+    write_csv(frame, args.out)
+    print(frame.to_string())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The throughput benchmark runs on a tiny size; the fast paths score like the reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from snn_es.benchmark import _setup, network_flops, run_benchmark
+from snn_es.es.evaluate import PopulationTask, evaluate_population
+from snn_es.models import SNNConfig
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_network_flops_counts_convs_and_linear():
+    cfg = SNNConfig(input_shape=(1, 4, 4), channels=(2,), num_steps=3, num_classes=10)
+    conv = 2 * 2 * 1 * 9 * 4 * 4
+    linear = 2 * 10 * (2 * 2 * 2)
+    assert network_flops(cfg) == 3 * (conv + linear)
+
+
+def test_benchmark_runs_on_a_tiny_size():
+    frame = run_benchmark({"mnist": (2, 4)}, ["poisson", "repeat"], steps=2, population=4,
+                          batch=4, chunk_sizes=[2, 4], repeats=1, memory_chunks=[2])
+    timed = frame[frame["evals_per_s"].notna()]
+    assert set(timed["implementation"]) == {"snntorch_loop", "sequential", "chunked",
+                                            "inference_limit"}
+    assert len(timed) == 8 and (timed["evals_per_s"] > 0).all()
+    loop = timed[timed.implementation == "snntorch_loop"]
+    assert (loop["ratio_to_snntorch_loop"] == 1).all()
+    limit = timed[timed.implementation == "inference_limit"]
+    assert (limit["ratio_to_inference_limit"] == 1).all()
+    assert (timed["flops_share"] > 0).all()
+    assert set(timed[timed.implementation == "chunked"]["setting"]) <= {2, 4}
+    memory = frame[frame["implementation"] == "chunked_peak_rss_chunk2"]
+    assert len(memory) == 2 and (memory["peak_rss_mb"] > 0).all()
+
+
+@pytest.mark.parametrize("encoder", ["poisson", "repeat"])
+def test_evaluators_score_like_the_snntorch_module(encoder):
+    cfg, model, layout, strategy, images, labels = _setup("mnist", (2, 4), 3, 4, 6)
+    model, images = model.double(), images.double()
+    strategy.theta = strategy.theta.double()
+    task = PopulationTask(cfg, layout, encoder, seed=0)
+    fitness, _ = evaluate_population("chunked", strategy, 0, images, labels, task, 2)
+    x = task.inputs(images, 0, None)
+    x_seq = x.unsqueeze(0).expand(cfg.num_steps, *x.shape) if task.static_input else x
+    with torch.no_grad():
+        for member in range(4):
+            torch.nn.utils.vector_to_parameters(strategy.member(0, member), model.parameters())
+            logits, _ = model(x_seq)
+            assert float(-F.cross_entropy(logits, labels)) == pytest.approx(
+                float(fitness[member]), abs=1e-9)
