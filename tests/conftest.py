@@ -13,6 +13,18 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny tensors on a shared 2-core machine: thread start-up and contention cost more
+    than parallelism saves (subprocess runs of the pipeline are not affected)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 SNAKEFILE = REPO / "Snakefile"
 
 

@@ -11,14 +11,6 @@ from snn_es.es.evaluate import PopulationTask, evaluate_population
 from snn_es.models import SNNConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_network_flops_counts_convs_and_linear():
     cfg = SNNConfig(input_shape=(1, 4, 4), channels=(2,), num_steps=3, num_classes=10)
     conv = 2 * 2 * 1 * 9 * 4 * 4

@@ -9,14 +9,6 @@ from snn_es.checks import SNNCheckError, forward_check
 from snn_es.models import SNNConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _data():
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (16, 1, 12, 12), dtype=torch.uint8, generator=gen)

@@ -19,15 +19,6 @@ from snn_es.encoders import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    # tiny tensors: thread start-up costs more than it saves
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def rand(*shape: int, dtype=torch.float32) -> torch.Tensor:
     """Seeded test images (tests never touch the global RNG)."""
     return torch.rand(shape, generator=generator_from("test-images", *shape), dtype=dtype)

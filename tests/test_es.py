@@ -31,14 +31,6 @@ TINY_RUN = RunSettings(generations=6, batch_size=8, eval_every=2, checkpoint_eve
                        mode="chunked", chunk_size=4, eval_batch_size=8)
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_subset(num_train: int = 32, num_test: int = 16, shape=(1, 12, 12),
                 seed: int = 0) -> dict[str, torch.Tensor]:
     """uint8 images and int64 labels in the layout ``run_es`` reads."""

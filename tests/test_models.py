@@ -24,14 +24,6 @@ CIFAR = (3, 32, 32)
 MNIST = (1, 28, 28)
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def active_snn(cfg: SNNConfig, seed: int = 0, gain: float = 3.0) -> SNN:
     """A float64 SNN whose weights are scaled up so every layer spikes on random inputs."""
     model = make_snn(cfg, seed).double()

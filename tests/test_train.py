@@ -14,14 +14,6 @@ METRIC_KEYS = {"train_acc", "train_loss", "test_acc", "test_loss", "epochs", "wa
 ROW_KEYS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "wall_s"}
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def separable(num: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images: class 0 is bright on the left half, class 1 on the right, plus noise."""
     labels = torch.arange(num) % 2
