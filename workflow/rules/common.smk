@@ -123,7 +123,8 @@ def benchmark_channels():
 
 def manifest_entries():
     """(file, producing rule) for every published file: tables, plots and per-run results."""
-    entries = [(path, "aggregate") for path in rules.aggregate.output]
+    # str(): the output objects carry report flags that cannot be pickled into the job
+    entries = [(str(path), "aggregate") for path in rules.aggregate.output]
     entries += [(path, "train_cnn") for path in cnn_targets()]
     entries += [(path, "train_snn_bptt") for path in bptt_targets()]
     entries += [(path, "snn_forward_check") for path in forward_check_targets()]
