@@ -24,6 +24,7 @@ def workflow_copy(tmp_path_factory):
     shutil.copy(SNAKEFILE, root / "Snakefile")
     shutil.copytree(REPO / "workflow", root / "workflow")
     shutil.copytree(REPO / "envs", root / "envs")
+    (root / "profiles").symlink_to("workflow/profiles")  # the default profile, as in the repo
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
     return root
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -125,14 +124,15 @@ def measure(dataset: str, encoder: str, channels: tuple[int, ...], steps: int, p
 def peak_rss_mb(dataset: str, encoder: str, channels, steps, population, batch, chunk) -> float:
     """Peak resident memory of a fresh process that evaluates one chunked generation."""
     code = (
-        "import resource, torch\n"
+        "import torch\n"
         "from snn_es.benchmark import _setup\n"
         "from snn_es.es.evaluate import PopulationTask, evaluate_population\n"
         f"cfg, m, layout, s, x, y = _setup({dataset!r}, {tuple(channels)!r}, {steps}, "
         f"{population}, {batch})\n"
         f"evaluate_population('chunked', s, 0, x, y, PopulationTask(cfg, layout, {encoder!r}, 0),"
         f" {chunk})\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        # VmHWM: this process's own peak (ru_maxrss would inherit the parent's across exec)
+        "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)

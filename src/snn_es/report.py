@@ -143,6 +143,7 @@ def plot_mode_timing(timing: pd.DataFrame, path: str | os.PathLike) -> None:
     table = frame.pivot_table(index="run", columns="mode", values="wall_s", aggfunc="mean")
     fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(table) + 2), 3.8))
     table.plot.bar(ax=ax, rot=30)
+    plt.setp(ax.get_xticklabels(), ha="right")
     ax.set_ylabel("wall time of the ES run (s)")
     ax.set_xlabel("dataset / encoder / subset")
     ax.set_title("ES wall time: sequential vs chunked population evaluation")
@@ -163,6 +164,7 @@ def plot_accuracy_comparison(runs: pd.DataFrame, baselines: pd.DataFrame,
         part["setting"] = part["encoder"].replace("", "(images)") + " / " + part["subset"]
         table = part.pivot_table(index="setting", columns="model", values="test_acc")
         (100 * table).plot.bar(ax=ax, rot=30)
+        plt.setp(ax.get_xticklabels(), ha="right")
         ax.axhline(10, color="grey", linestyle=":", label="chance (10 classes)")
         ax.set_title(f"{dataset}: test accuracy by training method")
         ax.set_ylabel("test accuracy (%)")

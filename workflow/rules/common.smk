@@ -3,7 +3,7 @@
 
 from pathlib import Path
 
-from snn_es.config import ConfigError, check_config
+from snn_es.config import ENCODERS as KNOWN_ENCODERS, ConfigError, check_config
 
 try:
     check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -18,7 +18,6 @@ SUBSETS = list(config["subsets"])
 LIBRARY = Path(workflow.basedir) / "src" / "snn_es"
 SHARED_MODULES = ("__init__", "io", "seeding", "errors", "job")
 
-
 ENCODERS = config["encoders"]
 ES_MODES = ("sequential", "chunked")
 
@@ -26,7 +25,7 @@ ES_MODES = ("sequential", "chunked")
 wildcard_constraints:
     dataset="|".join(DATASETS),
     subset="|".join(SUBSETS),
-    encoder="|".join(("poisson", "deterministic", "repeat", "latency")),
+    encoder="|".join(KNOWN_ENCODERS),
     mode="|".join(ES_MODES),
     seed=r"\d+",
 
