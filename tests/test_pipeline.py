@@ -97,6 +97,29 @@ def test_library_edits_rerun_exactly_the_stages_that_use_them(built, workflow_co
     assert planned() == {}
 
 
+def test_a_rerun_with_identical_content_does_not_cascade(built):
+    _, config, run, _ = built
+    forced = run(config, "subsets_all", "--forcerun", "materialize_subset")
+    assert planned_jobs(forced)["materialize_subset"] == 4
+    # The subsets were rewritten with the same bytes: nothing downstream is out of date.
+    assert planned_jobs(run(config, "all", "--dry-run")) == {}
+
+
+def test_two_runs_from_scratch_publish_identical_accuracy_tables(built, tiny_mirror,
+                                                                 workflow_copy, tmp_path):
+    workdir, config, _, _ = built
+    run_snakemake(tmp_path, config, "all", snakefile=workflow_copy / "Snakefile")
+    for table in ("es_runs.csv", "baselines.csv", "snn_checks.csv"):
+        first = (workdir / "results/tables" / table).read_bytes()
+        assert (tmp_path / "results/tables" / table).read_bytes() == first, table
+    entries = []
+    for folder in (workdir, tmp_path):
+        lines = (folder / "results/manifest.tsv").read_text().splitlines()
+        accuracy = ("es_runs.csv", "baselines.csv", "snn_checks.csv", "learning_curves.png")
+        entries.append([line for line in lines if line.split("\t")[0].endswith(accuracy)])
+    assert len(entries[0]) == 4 and entries[0] == entries[1]
+
+
 def test_editing_one_grid_cell_reruns_that_run_and_the_aggregation(built):
     _, config, run, _ = built
     changed = copy.deepcopy(config)
@@ -165,7 +188,8 @@ def test_slurm_profile_builds_the_dag():
     pytest.importorskip("snakemake_executor_plugin_slurm")
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--workflow-profile",
-         str(REPO / "workflow/profiles/slurm"), "--dry-run", "all"],
+         str(REPO / "workflow/profiles/slurm"), "--dry-run", "--forceall", "all"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "This was a dry-run" in proc.stdout + proc.stderr
+    assert planned_jobs(proc)["run_es"] == 13  # the whole default grid
