@@ -255,6 +255,24 @@ def _population(dtype: torch.dtype, gain: float = 2.0):
 def test_sequential_and_chunked_evaluators_agree(encoder, spike_noise, dtype):
     es, layout, images, labels = _population(dtype)
     task = PopulationTask(TINY, layout, encoder, seed=7, spike_noise=spike_noise)
+    _check_evaluators_agree(es, task, images, labels, dtype)
+
+
+@pytest.mark.parametrize("encoder", ["poisson", "repeat"])
+def test_fused_evaluators_agree_with_the_reference(encoder):
+    """The compiled pool + LIF path (torch.compile, or its eager fallback) gives the same
+    fitness as the plain sequential evaluator."""
+    es, layout, images, labels = _population(torch.float64)
+    reference = PopulationTask(TINY, layout, encoder, seed=7)
+    fused = PopulationTask(TINY, layout, encoder, seed=7, fused=True)
+    fit_ref, acc_ref = evaluate_population("sequential", es, 3, images, labels, reference)
+    for mode in ("sequential", "chunked"):
+        fit, acc = evaluate_population(mode, es, 3, images, labels, fused, chunk_size=4)
+        torch.testing.assert_close(fit, fit_ref, rtol=0, atol=1e-12)
+        assert torch.equal(acc, acc_ref)
+
+
+def _check_evaluators_agree(es, task, images, labels, dtype):
     generation = 3
     fit_seq, acc_seq = evaluate_population("sequential", es, generation, images, labels, task)
     assert fit_seq.shape == acc_seq.shape == (6,)
@@ -514,3 +532,53 @@ def test_es_beats_chance_on_a_tiny_mnist_shaped_task(tmp_path):
     assert metrics["final_test_acc"] >= 0.5
     assert metrics["final_train_acc"] >= 0.5
     assert rows[-1]["fitness_mean"] > rows[0]["fitness_mean"] + 0.2
+
+
+# --------------------------------------------------------------------------------------
+# Low-rank (EGGROLL-style) perturbations
+# --------------------------------------------------------------------------------------
+
+
+def _low_rank_population(rank: int, dtype=torch.float64):
+    model = make_snn(TINY, 0).to(dtype)
+    layout = ParamLayout.of(model)
+    theta = layout.flatten(dict(model.named_parameters())) * 2.0
+    es = OpenAIES(theta, ESSettings(population=6, sigma=0.1, rank=rank), seed=1,
+                  generations=10, shapes=layout.shapes)
+    images = torch.rand(8, *TINY.input_shape, generator=generator_from(5), dtype=dtype)
+    return es, layout, images, torch.arange(8) % 10
+
+
+def test_low_rank_noise_has_the_stated_rank_and_scale():
+    es, layout, _, _ = _low_rank_population(rank=2)
+    eps = layout.unflatten(es.noise(0, 0))
+    for name, shape in zip(layout.names, layout.shapes):
+        if len(shape) >= 2:
+            assert torch.linalg.matrix_rank(eps[name].reshape(shape[0], -1)) == 2, name
+        else:
+            assert torch.linalg.matrix_rank(eps[name][None]) == 1
+    # entries have unit variance, like full-rank noise (averaged over many pairs)
+    draws = torch.stack([es.noise(0, pair) for pair in range(40)])
+    assert 0.9 < float(draws.var()) < 1.1
+    # counter-based: the same pair always gives the same noise, another pair other noise
+    fresh, _, _, _ = _low_rank_population(rank=2)
+    assert torch.equal(fresh.noise(0, 0), es.noise(0, 0))
+    assert not torch.equal(es.noise(0, 1), es.noise(0, 0))
+    with pytest.raises(ValueError, match="parameter shapes"):
+        OpenAIES(es.theta, ESSettings(population=4, rank=1), seed=0, generations=1)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize(("encoder", "spike_noise"),
+                         [("poisson", "shared"), ("poisson", "per_member"), ("repeat", "shared")])
+def test_low_rank_chunked_forward_matches_materialised_members(encoder, spike_noise, fused):
+    """The shared-W-plus-correction forward equals the sequential evaluator, which builds
+    each member's dense weights (theta + sigma * A @ B.T / sqrt(r))."""
+    es, layout, images, labels = _low_rank_population(rank=2)
+    task = PopulationTask(TINY, layout, encoder, seed=7, spike_noise=spike_noise, fused=fused)
+    fit_seq, acc_seq = evaluate_population("sequential", es, 3, images, labels, task)
+    assert len(set(fit_seq.tolist())) == 6
+    for chunk in (1, 4, 6):
+        fit, acc = evaluate_population("chunked", es, 3, images, labels, task, chunk_size=chunk)
+        torch.testing.assert_close(fit, fit_seq, rtol=0, atol=1e-10)
+        assert torch.equal(acc, acc_seq)

@@ -105,6 +105,7 @@ def check_cross_references(config: dict[str, Any]) -> None:
                         f"config.es_grid.{i}.{key}.{j}: '{value}' is not one of the "
                         f"enabled {key} {known}"
                     )
+    check_diagnostics(config)
     for name in config["enabled_datasets"]:
         split_sizes = datasets[name].get("split_sizes", {})
         for subset, sizes in config["subsets"].items():
@@ -115,3 +116,24 @@ def check_cross_references(config: dict[str, Any]) -> None:
                         f"config.subsets.{subset}.{split}: {size} is larger than the {split} "
                         f"split of dataset '{name}' ({available} images)"
                     )
+
+
+def check_diagnostics(config: dict[str, Any]) -> None:
+    """The `diagnostics` jobs must name enabled datasets and a subset big enough."""
+    section = config.get("diagnostics")
+    if not section:
+        return
+    subset = section["subset"]
+    if subset not in config["subsets"]:
+        raise ConfigError(f"config.diagnostics.subset: '{subset}' is not one of the subsets "
+                          f"{list(config['subsets'])}")
+    for i, grid in enumerate(section["grid"]):
+        for j, name in enumerate(grid["datasets"]):
+            if name not in config["enabled_datasets"]:
+                raise ConfigError(f"config.diagnostics.grid.{i}.datasets.{j}: '{name}' is not "
+                                  f"one of the enabled datasets {config['enabled_datasets']}")
+    train = config["subsets"][subset]["train"]
+    for key in ("batch_size", "reference_batch"):
+        if section.get(key, 0) > train:
+            raise ConfigError(f"config.diagnostics.{key}: {section[key]} is larger than the "
+                              f"{train} training images of subset '{subset}'")

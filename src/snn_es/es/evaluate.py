@@ -1,11 +1,10 @@
 """Population evaluators: ``sequential`` (one member at a time, the reference) and ``chunked``
-(chunks of C members in one ``torch.func.vmap`` call over stacked parameters).
+(chunks of C members in one batched forward pass, ``snn_es.es.population``).
 
 Both rebuild members from the strategy's counter-based noise and draw spikes from generators
 seeded by ``(seed, "spikes", generation[, member])``, so they see exactly the same weights
-and spikes and give the same fitness, whatever the chunk size. Random draws happen outside
-``vmap`` (which refuses random ops): a chunk's spike samples are drawn first and then mapped
-over together with its parameters.
+and spikes and give the same fitness (up to float rounding), whatever the chunk size. The
+random draws happen before the forward pass, so every encoder works in both evaluators.
 """
 
 from __future__ import annotations
@@ -15,10 +14,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.func import vmap
 
 from snn_es.encoders import encode
 from snn_es.es.params import ParamLayout
+from snn_es.es.population import (
+    LowRankParams,
+    MemberParams,
+    population_forward,
+    population_scores,
+)
 from snn_es.es.strategy import OpenAIES
 from snn_es.models import SNNConfig, snn_functional_forward
 from snn_es.seeding import generator_from
@@ -37,6 +41,7 @@ class PopulationTask:
     encoder: str
     seed: int
     spike_noise: str = "shared"  # shared: common random spikes across the population
+    fused: bool = False  # compiled pool + LIF kernels (forward only; see models.pool_lif)
 
     def __post_init__(self) -> None:
         if self.spike_noise not in SPIKE_NOISE:
@@ -63,10 +68,33 @@ class PopulationTask:
 
     def score(self, params: dict[str, Tensor], x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """(fitness = -cross-entropy, accuracy) of one member on the minibatch."""
-        logits, _ = snn_functional_forward(params, x, self.cfg, static_input=self.static_input)
+        logits, _ = snn_functional_forward(params, x, self.cfg, static_input=self.static_input,
+                                           fused=self.fused and not torch.is_grad_enabled())
         loss = F.cross_entropy(logits, labels)
         accuracy = (logits.argmax(-1) == labels).to(logits.dtype).mean()
         return -loss, accuracy
+
+
+def low_rank_members(strategy: OpenAIES, layout: ParamLayout, generation: int, start: int,
+                     stop: int) -> LowRankParams:
+    """Members ``start..stop-1`` in factored form: the centre plus scaled rank-r factors."""
+    sigma, rank = strategy.sigma_at(generation), strategy.settings.rank
+    centre = layout.unflatten(strategy.theta)
+    a: dict[str, list[Tensor]] = {}
+    b: dict[str, list[Tensor]] = {}
+    bias: dict[str, list[Tensor]] = {}
+    for member in range(start, stop):
+        sign = 1.0 if member % 2 == 0 else -1.0
+        noise = strategy.low_rank_noise(generation, member // 2)
+        for name, part in zip(layout.names, noise, strict=True):
+            if part.full is None:
+                a.setdefault(name, []).append(part.a * (sign * sigma / rank**0.5))
+                b.setdefault(name, []).append(part.b)
+            else:
+                bias.setdefault(name, []).append(centre[name] + (sign * sigma) * part.full)
+    stack = {key: torch.stack(value) for key, value in a.items()}
+    return LowRankParams(base=centre, a=stack, b={k: torch.stack(v) for k, v in b.items()},
+                         bias={k: torch.stack(v) for k, v in bias.items()})
 
 
 @torch.no_grad()
@@ -94,19 +122,23 @@ def evaluate_chunked(
     task: PopulationTask,
     chunk_size: int,
 ) -> tuple[Tensor, Tensor]:
-    """Score members in chunks of ``chunk_size`` with one vmapped call per chunk."""
+    """Score members in chunks of ``chunk_size``, one batched forward pass per chunk."""
     population = strategy.settings.population
     shared = None if task.per_member_spikes else task.inputs(images, generation, None)
-    scored = vmap(task.score, in_dims=(0, None if shared is not None else 0, None))
     fitness, accuracy = [], []
     for start in range(0, population, chunk_size):
         stop = min(start + chunk_size, population)
-        params = task.layout.unflatten(strategy.members(generation, start, stop))
+        if strategy.settings.rank:
+            params = low_rank_members(strategy, task.layout, generation, start, stop)
+        else:
+            params = MemberParams(task.layout.unflatten(strategy.members(generation, start, stop)))
         if shared is None:
             x = torch.stack([task.inputs(images, generation, m) for m in range(start, stop)])
         else:
             x = shared
-        f, a = scored(params, x, labels)
+        logits = population_forward(params, x, task.cfg, static_input=task.static_input,
+                                    per_member_input=shared is None, fused=task.fused)
+        f, a = population_scores(logits, labels)
         fitness.append(f)
         accuracy.append(a)
     return torch.cat(fitness), torch.cat(accuracy)

@@ -46,15 +46,16 @@ class RunSettings:
     eval_every: int = 10  # test accuracy of the centre every k generations (and at the end)
     checkpoint_every: int = 10  # K: atomic checkpoint every K generations
     mode: str = "chunked"  # sequential | chunked
-    chunk_size: int = 16  # members per vmapped call (chunked)
+    chunk_size: int = 16  # members per batched forward pass (chunked)
     spike_noise: str = "shared"  # shared | per_member (poisson only)
+    fused: bool = False  # compiled pool + LIF kernels and channels-last convs (evaluation)
     eval_batch_size: int = 250  # images per forward when measuring accuracy
 
 
 ES_KEYS = ("population", "sigma", "sigma_final", "lr", "lr_schedule", "lr_final_ratio",
-           "optimizer", "momentum", "weight_decay")
+           "optimizer", "momentum", "weight_decay", "rank")
 RUN_KEYS = ("generations", "batch_size", "eval_every", "checkpoint_every", "chunk_size",
-            "spike_noise")
+            "spike_noise", "fused")
 
 
 def settings_from_config(es: dict[str, Any], mode: str) -> tuple[ESSettings, RunSettings]:
@@ -74,7 +75,7 @@ def _accuracy(task: PopulationTask, params: dict[str, Tensor], images: Tensor, l
             y = labels[start:start + batch_size]
             # A fixed key per batch makes accuracies comparable across generations.
             eval_task = PopulationTask(task.cfg, task.layout, task.encoder,
-                                       seed_from(task.seed, key, i))
+                                       seed_from(task.seed, key, i), fused=task.fused)
             _, acc = eval_task.score(params, eval_task.inputs(x, 0, None), y)
             correct += round(float(acc) * len(y))
     return correct / len(labels)
@@ -105,8 +106,8 @@ def run_es(
     model = make_snn(cfg, seed_from(seed, "init"))
     layout = ParamLayout.of(model)
     theta = layout.flatten(dict(model.named_parameters()))
-    strategy = OpenAIES(theta, es_settings, seed, run.generations)
-    task = PopulationTask(cfg, layout, encoder, seed, run.spike_noise)
+    strategy = OpenAIES(theta, es_settings, seed, run.generations, shapes=layout.shapes)
+    task = PopulationTask(cfg, layout, encoder, seed, run.spike_noise, fused=run.fused)
     train_x, train_y = subset["train_images"], subset["train_labels"]
     test_x, test_y = subset["test_images"], subset["test_labels"]
     ident = fingerprint(asdict(cfg), asdict(es_settings), asdict(run), encoder, seed, data_id)

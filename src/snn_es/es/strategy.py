@@ -8,6 +8,12 @@ with ``eps`` drawn from a generator seeded by ``(seed, "es-noise", g, m // 2)`` 
 ``sign = +1`` for even ``m``, ``-1`` for odd ``m``. Any member can be rebuilt anywhere, in
 any order, which is what makes the sequential and chunked evaluators agree and resumed runs
 bit-identical.
+
+Low-rank noise (``rank = r > 0``, EGGROLL-style): every weight tensor of ``shapes`` with two
+or more dimensions, viewed as a matrix [out, in], is perturbed by ``A @ B.T / sqrt(r)`` with
+``A`` [out, r] and ``B`` [in, r] standard normal (entries of unit variance, like full-rank
+noise); 1-d tensors (biases) keep full Gaussian noise. A chunk of members can then share
+``x @ W`` and add a rank-r correction per member (``snn_es.es.population``).
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from snn_es.seeding import generator_from
 
 SCHEDULES = ("constant", "cosine", "linear")
 OPTIMIZERS = ("adam", "sgd")
+# A generation's noise is drawn once and reused by members() and tell(), up to this many
+# numbers (256 MB of float32); bigger populations x parameters redraw it instead.
+NOISE_CACHE_ELEMENTS = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,7 @@ class ESSettings:
     beta2: float = 0.999  # adam
     eps: float = 1e-8  # adam
     weight_decay: float = 0.0  # decoupled, applied as theta -= lr * wd * theta
+    rank: int = 0  # 0: full-rank Gaussian noise; r > 0: rank-r noise on weight matrices
 
     def __post_init__(self) -> None:
         if self.population < 2 or self.population % 2:
@@ -49,6 +59,8 @@ class ESSettings:
             raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.rank < 0:
+            raise ValueError(f"rank must be >= 0 (0 = full-rank noise), got {self.rank}")
 
 
 def _decay(start: float, end: float, progress: float, shape: str) -> float:
@@ -66,13 +78,38 @@ def centered_ranks(fitness: Tensor) -> Tensor:
     return ranks / (n - 1) - 0.5
 
 
-class OpenAIES:
-    """Maximises a fitness; ``theta`` is a flat float vector."""
+@dataclass(frozen=True)
+class LowRankNoise:
+    """One antithetic pair's noise for one parameter tensor: ``A @ B.T / sqrt(r)`` for a
+    weight matrix (``full`` is None), or a full Gaussian tensor ``full`` (biases)."""
 
-    def __init__(self, theta: Tensor, settings: ESSettings, seed: int, generations: int):
+    a: Tensor | None  # [out, r]
+    b: Tensor | None  # [in, r], in = prod(shape[1:])
+    full: Tensor | None
+
+    def dense(self, shape: tuple[int, ...]) -> Tensor:
+        if self.full is not None:
+            return self.full
+        rank = self.a.shape[1]
+        return (self.a @ self.b.T).div_(math.sqrt(rank)).reshape(shape)
+
+
+class OpenAIES:
+    """Maximises a fitness; ``theta`` is a flat float vector.
+
+    ``shapes`` (the parameter tensors' shapes, in ``theta``'s order) is needed only for
+    low-rank noise (``settings.rank > 0``).
+    """
+
+    def __init__(self, theta: Tensor, settings: ESSettings, seed: int, generations: int,
+                 shapes: tuple[tuple[int, ...], ...] | None = None):
         self.settings = settings
         self.seed = seed
         self.generations = generations
+        if settings.rank and (shapes is None or sum(math.prod(s) for s in shapes) != theta.numel()):
+            raise ValueError("low-rank noise (rank > 0) needs the parameter shapes of theta")
+        self.shapes = tuple(tuple(s) for s in shapes) if shapes is not None else None
+        self._noise_cache: dict[tuple[int, int], Tensor] = {}
         self.theta = theta.detach().clone()
         self.m = torch.zeros_like(self.theta)  # adam first moment / sgd momentum buffer
         self.v = torch.zeros_like(self.theta)  # adam second moment
@@ -95,9 +132,39 @@ class OpenAIES:
         return _decay(s.lr, s.lr * s.lr_final_ratio, self._progress(generation), s.lr_schedule)
 
     # --- ask ---------------------------------------------------------------------------
-    def noise(self, generation: int, pair: int) -> Tensor:
+    def low_rank_noise(self, generation: int, pair: int) -> list[LowRankNoise]:
+        """The pair's noise per parameter tensor, in factored form (``rank > 0`` only)."""
+        rank = self.settings.rank
+        if not rank:
+            raise ValueError("low_rank_noise needs settings.rank > 0")
         gen = generator_from(self.seed, "es-noise", generation, pair)
-        return torch.randn(self.theta.shape, generator=gen, dtype=self.theta.dtype)
+        out = []
+        for shape in self.shapes:
+            if len(shape) >= 2:
+                a = torch.randn(shape[0], rank, generator=gen, dtype=self.theta.dtype)
+                b = torch.randn(math.prod(shape[1:]), rank, generator=gen, dtype=self.theta.dtype)
+                out.append(LowRankNoise(a, b, None))
+            else:
+                out.append(LowRankNoise(None, None, torch.randn(
+                    shape, generator=gen, dtype=self.theta.dtype)))
+        return out
+
+    def noise(self, generation: int, pair: int) -> Tensor:
+        """The pair's flat noise vector ``eps`` (cached for the current generation)."""
+        key = (generation, pair)
+        if key not in self._noise_cache:
+            if any(g != generation for g, _ in self._noise_cache):
+                self._noise_cache.clear()  # a new generation: the old noise is not needed
+            if self.settings.rank:
+                parts = self.low_rank_noise(generation, pair)
+                eps = torch.cat([p.dense(s).reshape(-1) for p, s in zip(parts, self.shapes)])
+            else:
+                gen = generator_from(self.seed, "es-noise", generation, pair)
+                eps = torch.randn(self.theta.shape, generator=gen, dtype=self.theta.dtype)
+            if (len(self._noise_cache) + 1) * eps.numel() <= NOISE_CACHE_ELEMENTS:
+                self._noise_cache[key] = eps
+            return eps
+        return self._noise_cache[key]
 
     def member(self, generation: int, index: int) -> Tensor:
         """Flat parameters of one population member."""
