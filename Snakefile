@@ -9,6 +9,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/snn.smk"
 include: "workflow/rules/es.smk"
+include: "workflow/rules/diagnostics.smk"
+include: "workflow/rules/ablation.smk"
 include: "workflow/rules/report.smk"
 
 

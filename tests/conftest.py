@@ -15,6 +15,16 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
+# torch.compile costs seconds per kernel and input shape: the unit tests and the pipeline
+# runs they start use the eager kernels; tests of the compiled path switch it back on.
+os.environ.setdefault("SNN_ES_COMPILE", "0")
+
+
+@pytest.fixture
+def compiled_kernels(monkeypatch):
+    monkeypatch.setenv("SNN_ES_COMPILE", "1")
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     """Tiny tensors on a shared 2-core machine: thread start-up and contention cost more
@@ -101,6 +111,10 @@ def tiny_config(mirror: Path) -> dict:
                      "modes": ["chunked"], "seeds": [0]},
                     {"datasets": ["tinygray"], "encoders": ["repeat"], "subsets": ["small"],
                      "modes": ["sequential"], "seeds": [0], "es": {"lr": 0.02}}],
+        "ablation": {"dataset": "tinygray", "encoder": "repeat", "subset": "small", "seed": 0,
+                     "variants": {"default": {},
+                                  "rank1_margin": {"es": {"rank": 1, "fitness": "margin"},
+                                                   "snn": {"num_steps": 3}}}},
     }
 
 

@@ -23,8 +23,9 @@ def test_benchmark_runs_on_a_tiny_size():
                           batch=4, chunk_sizes=[2, 4], repeats=1, memory_chunks=[2])
     timed = frame[frame["evals_per_s"].notna()]
     assert set(timed["implementation"]) == {"snntorch_loop", "sequential", "chunked",
+                                            "chunked_eager", "chunked_lowrank_r1",
                                             "inference_limit"}
-    assert len(timed) == 8 and (timed["evals_per_s"] > 0).all()
+    assert len(timed) == 12 and (timed["evals_per_s"] > 0).all()
     loop = timed[timed.implementation == "snntorch_loop"]
     assert (loop["ratio_to_snntorch_loop"] == 1).all()
     limit = timed[timed.implementation == "inference_limit"]
@@ -35,12 +36,13 @@ def test_benchmark_runs_on_a_tiny_size():
     assert len(memory) == 2 and (memory["peak_rss_mb"] > 0).all()
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("encoder", ["poisson", "repeat"])
-def test_evaluators_score_like_the_snntorch_module(encoder):
+def test_evaluators_score_like_the_snntorch_module(encoder, fused):
     cfg, model, layout, strategy, images, labels = _setup("mnist", (2, 4), 3, 4, 6)
     model, images = model.double(), images.double()
     strategy.theta = strategy.theta.double()
-    task = PopulationTask(cfg, layout, encoder, seed=0)
+    task = PopulationTask(cfg, layout, encoder, seed=0, fused=fused)
     fitness, _ = evaluate_population("chunked", strategy, 0, images, labels, task, 2)
     x = task.inputs(images, 0, None)
     x_seq = x.unsqueeze(0).expand(cfg.num_steps, *x.shape) if task.static_input else x

@@ -58,6 +58,15 @@ def test_default_config_is_valid(default_config):
          "'hard' is not one of"),
         (lambda c: c["snn_overrides"].update(svhn={"channels": [4]}), "config.snn_overrides.svhn",
          "unknown dataset 'svhn'"),
+        (lambda c: c["ablation"]["variants"].update(bad={"es": {"rank": -1}}),
+         "config.ablation.variants.bad.es.rank", "less than the minimum of 0"),
+        (lambda c: c["ablation"]["variants"].update(bad={"snn": {"readout": "rate"}}),
+         "config.ablation.variants.bad.snn.readout", "'rate' is not one of"),
+        (lambda c: c["ablation"]["variants"].update({"a b": {}}), "config.ablation.variants",
+         "does not match"),
+        (lambda c: c["ablation"].update(subset="huge"), "config.ablation.subset",
+         "'huge' is not one of the enabled subsets"),
+        (lambda c: c["es"].update(fitness="reward"), "config.es.fitness", "'reward' is not one of"),
     ],
 )
 def test_bad_configs_are_rejected_in_one_line(default_config, edit, key, problem):

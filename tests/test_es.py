@@ -6,6 +6,8 @@ Everything runs real components (no mocks) on tiny synthetic data, single-thread
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import replace
 from itertools import pairwise
 
@@ -259,15 +261,18 @@ def test_sequential_and_chunked_evaluators_agree(encoder, spike_noise, dtype):
 
 
 @pytest.mark.parametrize("encoder", ["poisson", "repeat"])
-def test_fused_evaluators_agree_with_the_reference(encoder):
-    """The compiled pool + LIF path (torch.compile, or its eager fallback) gives the same
-    fitness as the plain sequential evaluator."""
+def test_fused_evaluators_agree_with_the_reference(encoder, compiled_kernels):
+    """The compiled pool + LIF path (torch.compile) gives the same fitness as the plain
+    sequential evaluator."""
     es, layout, images, labels = _population(torch.float64)
     reference = PopulationTask(TINY, layout, encoder, seed=7)
     fused = PopulationTask(TINY, layout, encoder, seed=7, fused=True)
     fit_ref, acc_ref = evaluate_population("sequential", es, 3, images, labels, reference)
-    for mode in ("sequential", "chunked"):
-        fit, acc = evaluate_population(mode, es, 3, images, labels, fused, chunk_size=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a compile failure would warn
+        results = [evaluate_population(mode, es, 3, images, labels, fused, chunk_size=4)
+                   for mode in ("sequential", "chunked")]
+    for fit, acc in results:
         torch.testing.assert_close(fit, fit_ref, rtol=0, atol=1e-12)
         assert torch.equal(acc, acc_ref)
 
@@ -571,7 +576,10 @@ def test_low_rank_noise_has_the_stated_rank_and_scale():
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize(("encoder", "spike_noise"),
                          [("poisson", "shared"), ("poisson", "per_member"), ("repeat", "shared")])
-def test_low_rank_chunked_forward_matches_materialised_members(encoder, spike_noise, fused):
+def test_low_rank_chunked_forward_matches_materialised_members(encoder, spike_noise, fused,
+                                                               monkeypatch):
+    if fused and encoder == "poisson" and spike_noise == "shared":
+        monkeypatch.setenv("SNN_ES_COMPILE", "1")  # one case through torch.compile
     """The shared-W-plus-correction forward equals the sequential evaluator, which builds
     each member's dense weights (theta + sigma * A @ B.T / sqrt(r))."""
     es, layout, images, labels = _low_rank_population(rank=2)
@@ -582,3 +590,42 @@ def test_low_rank_chunked_forward_matches_materialised_members(encoder, spike_no
         fit, acc = evaluate_population("chunked", es, 3, images, labels, task, chunk_size=chunk)
         torch.testing.assert_close(fit, fit_seq, rtol=0, atol=1e-10)
         assert torch.equal(acc, acc_seq)
+
+
+def test_layer_scaled_noise_is_relative_to_each_tensors_initial_std():
+    model = make_snn(TINY, 0)
+    layout = ParamLayout.of(model)
+    theta = layout.flatten(dict(model.named_parameters()))
+    settings = ESSettings(population=4, sigma=0.1, noise_scale="layer")
+    es = OpenAIES(theta, settings, seed=1, generations=3, shapes=layout.shapes)
+    plain = OpenAIES(theta, ESSettings(population=4, sigma=0.1), seed=1, generations=3)
+    initial = layout.unflatten(theta)
+    delta = layout.unflatten(es.member(0, 0) - theta)
+    plain_delta = layout.unflatten(plain.member(0, 0) - theta)
+    for name in layout.names:  # same noise, multiplied by the tensor's initial std
+        torch.testing.assert_close(delta[name], plain_delta[name] * initial[name].std())
+    # the update is scaled the same way: sgd without momentum moves theta by lr * s_k * g
+    sgd = ESSettings(population=4, sigma=0.1, noise_scale="layer", optimizer="sgd",
+                     momentum=0.0, lr=0.5)
+    es = OpenAIES(theta, sgd, seed=1, generations=3, shapes=layout.shapes)
+    fitness = torch.tensor([1.0, 0.0, 0.5, 2.0])
+    grad = es.gradient(0, fitness)
+    es.tell(0, fitness)
+    torch.testing.assert_close(es.theta, theta + 0.5 * grad * es.scale)
+    with pytest.raises(ValueError, match="parameter shapes"):
+        OpenAIES(theta, settings, seed=1, generations=3)
+
+
+def test_layer_scaled_low_rank_chunks_match_the_sequential_evaluator():
+    model = make_snn(TINY, 0).double()
+    layout = ParamLayout.of(model)
+    theta = layout.flatten(dict(model.named_parameters())) * 2.0
+    es = OpenAIES(theta, ESSettings(population=4, sigma=0.5, rank=2, noise_scale="layer"),
+                  seed=1, generations=3, shapes=layout.shapes)
+    images = torch.rand(8, *TINY.input_shape, generator=generator_from(5), dtype=torch.float64)
+    labels = torch.arange(8) % 10
+    task = PopulationTask(TINY, layout, "poisson", seed=7)
+    fit_seq, _ = evaluate_population("sequential", es, 1, images, labels, task)
+    fit, _ = evaluate_population("chunked", es, 1, images, labels, task, chunk_size=4)
+    torch.testing.assert_close(fit, fit_seq, rtol=0, atol=1e-10)
+    assert len(set(fit_seq.tolist())) == 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import snntorch as snn
@@ -243,3 +244,27 @@ def test_snn_forward_is_stateless_and_copyable():
     assert_same_outputs(copy.deepcopy(model)(x), first)
     with torch.no_grad():
         assert_same_outputs(snn_functional_forward(params_of(model), x, cfg), first)
+
+
+def test_a_failing_compiler_falls_back_to_eager_with_one_warning(monkeypatch):
+    """No C++ compiler or an unsupported platform: the fused path still runs, eagerly."""
+    from snn_es import models
+
+    def broken_compile(fn, **_):
+        def run(*args):
+            raise RuntimeError("no C++ compiler found")
+        return run
+
+    monkeypatch.setenv("SNN_ES_COMPILE", "1")
+    monkeypatch.setattr(models, "_COMPILED", {})
+    monkeypatch.setattr(models.torch, "compile", broken_compile)
+    conv_out = torch.randn(4 * 3, 2, 6, 6, generator=torch.Generator().manual_seed(0))
+    cfg = models.SNNConfig(input_shape=(1, 6, 6), channels=(2,), num_steps=4)
+    expected = models.pool_lif(conv_out, 4, cfg, static=False, fused=False)
+    with pytest.warns(RuntimeWarning, match="torch.compile of _pool_lif failed"):
+        first = models.pool_lif(conv_out, 4, cfg, static=False, fused=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the fallback is remembered: no second warning
+        second = models.pool_lif(conv_out, 4, cfg, static=False, fused=True)
+    assert torch.equal(first, expected) and torch.equal(second, expected)
+    assert expected.shape == (4, 3, 2, 3, 3) and 0 < float(expected.mean()) < 1

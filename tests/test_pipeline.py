@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def test_full_run_builds_every_target(built):
     assert planned_jobs(proc) == {
         "all": 1, "cache_dataset": 2, "materialize_subset": 4, "train_cnn": 4,
         "snn_forward_check": 2, "train_snn_bptt": 4, "run_es": 2, "aggregate": 1,
-        "write_manifest": 1}
+        "run_ablation": 2, "aggregate_ablation": 1, "write_manifest": 1}
     for dataset in config["enabled_datasets"]:
         assert (workdir / f"results/data/{dataset}/info.json").exists()
         assert (workdir / f"logs/cache_dataset/{dataset}.log").exists()
@@ -60,6 +61,12 @@ def test_full_run_builds_every_target(built):
     es_run = workdir / "results/es/tinygray/repeat/small/chunked/seed0"
     assert len((es_run / "log.csv").read_text().splitlines()) == 1 + 2  # header + generations
     assert not (es_run / "checkpoint.pt").exists()  # removed once the run is complete
+    ablation = (workdir / "results/tables/es_ablation.csv").read_text().splitlines()
+    assert ablation[0].startswith("variant,changes,encoder,generations,population")
+    assert [line.split(",")[0] for line in ablation[1:]] == ["default", "rank1_margin"]
+    variant = json.loads((workdir / "results/ablation/rank1_margin/metrics.json").read_text())
+    assert variant["config"]["es"]["rank"] == 1 and variant["config"]["snn"]["num_steps"] == 3
+    assert (workdir / "results/plots/es_ablation.png").stat().st_size > 0
 
 
 def test_second_run_executes_nothing(built):

@@ -2,9 +2,14 @@
 
 Rows (member-sample evaluations per second; one evaluation = one image through T steps):
 - ``snntorch_loop``: the snnTorch module network, weights loaded member by member;
-- ``sequential`` / ``chunked``: the project's evaluators (chunked at its best chunk size);
+- ``sequential`` / ``chunked``: the project's evaluators with its fast forward (compiled
+  pool + LIF kernels, channels-last convs), chunked at its best chunk size;
+- ``chunked_eager``: the chunked evaluator without compiled kernels or channels-last (what
+  those levers are worth);
+- ``chunked_lowrank``: the chunked evaluator with rank-r (EGGROLL-style) noise, where the
+  first layer's ``W x`` is shared by the chunk;
 - ``inference_limit``: plain no-grad inference of one network with the fastest forward, at
-  the batch size where it is fastest. An ES generation cannot beat this by much.
+  the batch size where it is fastest. A full-rank ES generation cannot beat this by much.
 ``flops_share``: the network's nominal FLOPs (every conv and linear layer at every step) per
 second, as a share of a large float32 matmul's FLOP/s measured in the same run.
 
@@ -46,7 +51,7 @@ def network_flops(cfg: SNNConfig) -> float:
 
 
 def _time(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm-up (vmap tracing, allocator)
+    fn()  # warm-up (torch.compile, allocator)
     times = []
     for _ in range(repeats):
         tick = time.perf_counter()
@@ -60,12 +65,14 @@ def matmul_flops_per_s(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / _time(lambda: a @ b, repeats)
 
 
-def _setup(dataset: str, channels: tuple[int, ...], steps: int, population: int, batch: int):
+def _setup(dataset: str, channels: tuple[int, ...], steps: int, population: int, batch: int,
+           rank: int = 0):
     cfg = SNNConfig(input_shape=SHAPES[dataset], channels=channels, num_steps=steps)
     model = make_snn(cfg, 0)
     layout = ParamLayout.of(model)
     strategy = OpenAIES(layout.flatten(dict(model.named_parameters())),
-                        ESSettings(population=population), seed=0, generations=1)
+                        ESSettings(population=population, rank=rank), seed=0, generations=1,
+                        shapes=layout.shapes)
     gen = generator_from(0, "benchmark-images")
     images = torch.rand(batch, *cfg.input_shape, generator=gen)
     labels = torch.randint(0, 10, (batch,), generator=gen)
@@ -73,10 +80,13 @@ def _setup(dataset: str, channels: tuple[int, ...], steps: int, population: int,
 
 
 def measure(dataset: str, encoder: str, channels: tuple[int, ...], steps: int, population: int,
-            batch: int, chunk_sizes: list[int], repeats: int) -> list[dict[str, Any]]:
+            batch: int, chunk_sizes: list[int], repeats: int,
+            low_rank: int = 1) -> list[dict[str, Any]]:
     cfg, model, layout, strategy, images, labels = _setup(dataset, channels, steps,
                                                           population, batch)
-    task = PopulationTask(cfg, layout, encoder, seed=0)
+    low_rank_strategy = _setup(dataset, channels, steps, population, batch, low_rank)[3]
+    task = PopulationTask(cfg, layout, encoder, seed=0, fused=True)
+    eager = PopulationTask(cfg, layout, encoder, seed=0, fused=False)
     evals = population * batch
     rows = []
 
@@ -87,14 +97,18 @@ def measure(dataset: str, encoder: str, channels: tuple[int, ...], steps: int, p
             torch.nn.utils.vector_to_parameters(strategy.member(0, member), model.parameters())
             model(x_seq)
 
+    def best_chunk(es: OpenAIES, on: PopulationTask) -> tuple[int, float]:
+        timed = [(c, _time(lambda c=c: evaluate_population(
+            "chunked", es, 0, images, labels, on, c), repeats)) for c in chunk_sizes]
+        return min(timed, key=lambda item: item[1])
+
     rows.append(("snntorch_loop", None, _time(snntorch_loop, repeats)))
     rows.append(("sequential", None, _time(
         lambda: evaluate_population("sequential", strategy, 0, images, labels, task),
         repeats)))
-    chunked = [(c, _time(lambda c=c: evaluate_population(
-        "chunked", strategy, 0, images, labels, task, c), repeats)) for c in chunk_sizes]
-    best_chunk, best_time = min(chunked, key=lambda item: item[1])
-    rows.append(("chunked", best_chunk, best_time))
+    rows.append(("chunked", *best_chunk(strategy, task)))
+    rows.append(("chunked_eager", *best_chunk(strategy, eager)))
+    rows.append((f"chunked_lowrank_r{low_rank}", *best_chunk(low_rank_strategy, task)))
 
     # Inference limit: one network, P*B images in batches of the fastest size.
     params = dict(model.named_parameters())
@@ -105,10 +119,10 @@ def measure(dataset: str, encoder: str, channels: tuple[int, ...], steps: int, p
         for start in range(0, evals, size):
             chunk = pool[start:start + size]
             x = chunk if task.static_input else task.inputs(chunk, 0, None)
-            snn_functional_forward(params, x, cfg, static_input=task.static_input)
+            snn_functional_forward(params, x, cfg, static_input=task.static_input, fused=True)
 
     limits = [(size, _time(lambda size=size: inference(size), repeats))
-              for size in sorted({batch, 2 * batch, 4 * batch, evals})]
+              for size in sorted({batch // 2, batch, 2 * batch, 4 * batch})]
     best_size, limit_time = min(limits, key=lambda item: item[1])
     rows.append(("inference_limit", best_size, limit_time))
 
@@ -129,8 +143,8 @@ def peak_rss_mb(dataset: str, encoder: str, channels, steps, population, batch, 
         "from snn_es.es.evaluate import PopulationTask, evaluate_population\n"
         f"cfg, m, layout, s, x, y = _setup({dataset!r}, {tuple(channels)!r}, {steps}, "
         f"{population}, {batch})\n"
-        f"evaluate_population('chunked', s, 0, x, y, PopulationTask(cfg, layout, {encoder!r}, 0),"
-        f" {chunk})\n"
+        f"task = PopulationTask(cfg, layout, {encoder!r}, 0, fused=True)\n"
+        f"evaluate_population('chunked', s, 0, x, y, task, {chunk})\n"
         # VmHWM: this process's own peak (ru_maxrss would inherit the parent's across exec)
         "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))\n"
     )
@@ -141,14 +155,15 @@ def peak_rss_mb(dataset: str, encoder: str, channels, steps, population, batch, 
 
 def run_benchmark(datasets: dict[str, tuple[int, ...]], encoders: list[str], steps: int,
                   population: int, batch: int, chunk_sizes: list[int], repeats: int,
-                  memory_chunks: list[int]) -> pd.DataFrame:
+                  memory_chunks: list[int], low_rank: int = 1) -> pd.DataFrame:
     torch.manual_seed(0)
     matmul = matmul_flops_per_s()
     rows = []
     for dataset, channels in datasets.items():
         for encoder in encoders:
             part = measure(dataset, encoder, channels, steps, population, batch, chunk_sizes,
-                           repeats)
+                           repeats, low_rank)
+            print(pd.DataFrame(part).to_string(), flush=True)
             base = next(r for r in part if r["implementation"] == "snntorch_loop")
             limit = next(r for r in part if r["implementation"] == "inference_limit")
             for row in part:
@@ -181,13 +196,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunks", type=int, nargs="+", default=[4, 8, 16, 32])
     parser.add_argument("--memory-chunks", type=int, nargs="*", default=[4, 32])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--low-rank", type=int, default=1, help="rank r of chunked_lowrank")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     datasets = {k: tuple(v) for k, v in json.loads(args.channels).items()}
     frame = run_benchmark(datasets, args.encoders, args.steps, args.population, args.batch,
-                          args.chunks, args.repeats, args.memory_chunks)
+                          args.chunks, args.repeats, args.memory_chunks, args.low_rank)
     from snn_es.report import write_csv
 
     write_csv(frame, args.out)

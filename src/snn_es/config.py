@@ -68,13 +68,24 @@ def check_grid_overrides(config: dict[str, Any], schema_path: str | os.PathLike)
     with open(schema_path) as handle:
         schema = yaml.safe_load(handle)
     es_schema = {**schema["properties"]["es"], "definitions": schema["definitions"]}
-    for i, grid in enumerate(config.get("es_grid", [])):
-        merged = {**config["es"], **grid.get("es", {})}
+    snn_schema = {**schema["properties"]["snn"], "definitions": schema["definitions"]}
+    changes = [(f"config.es_grid.{i}.es", es_schema, config["es"], grid.get("es", {}))
+               for i, grid in enumerate(config.get("es_grid", []))]
+    ablation = config.get("ablation") or {}
+    base = ablation.get("base") or {}
+    for name, variant in ablation.get("variants", {}).items():
+        variant = variant or {}
+        changes.append((f"config.ablation.variants.{name}.es", es_schema,
+                        {**config["es"], **base.get("es", {})}, variant.get("es", {})))
+        changes.append((f"config.ablation.variants.{name}.snn", snn_schema,
+                        {**config["snn"], **base.get("snn", {})}, variant.get("snn", {})))
+    for where, part_schema, defaults, change in changes:
+        merged = {**defaults, **change}
         error = jsonschema.exceptions.best_match(
-            jsonschema.Draft202012Validator(es_schema).iter_errors(merged))
+            jsonschema.Draft202012Validator(part_schema).iter_errors(merged))
         if error is not None:
             key = ".".join(str(p) for p in error.absolute_path)
-            raise ConfigError(f"config.es_grid.{i}.es.{key}: {error.message}")
+            raise ConfigError(f"{where}.{key}: {error.message}")
 
 
 def check_cross_references(config: dict[str, Any]) -> None:
@@ -106,6 +117,13 @@ def check_cross_references(config: dict[str, Any]) -> None:
                         f"enabled {key} {known}"
                     )
     check_diagnostics(config)
+    ablation = config.get("ablation")
+    if ablation and ablation.get("variants"):
+        for key, known in (("dataset", config["enabled_datasets"]),
+                           ("subset", list(config["subsets"]))):
+            if ablation[key] not in known:
+                raise ConfigError(f"config.ablation.{key}: '{ablation[key]}' is not one of "
+                                  f"the enabled {key}s {known}")
     for name in config["enabled_datasets"]:
         split_sizes = datasets[name].get("split_sizes", {})
         for subset, sizes in config["subsets"].items():

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -300,7 +301,10 @@ def compiled_call(fn: Callable[..., Tensor], *args: Any) -> Tensor:
     """``fn(*args)`` through ``torch.compile`` (one fused loop instead of dozens of tensor
     ops), falling back to eager ``fn``, with one warning, where compiling fails (no C++
     compiler, unsupported platform). The first call per input shape pays the compile time
-    (cached on disk for later processes)."""
+    (cached on disk for later processes). ``SNN_ES_COMPILE=0`` in the environment runs
+    ``fn`` eagerly."""
+    if os.environ.get("SNN_ES_COMPILE", "1") == "0":
+        return fn(*args)  # switched off, e.g. in the unit tests (compiling takes seconds)
     compiled = _COMPILED.get(fn)
     if compiled is None:
         compiled = _COMPILED[fn] = torch.compile(fn)

@@ -174,6 +174,55 @@ def plot_accuracy_comparison(runs: pd.DataFrame, baselines: pd.DataFrame,
     _save(fig, path)
 
 
+ABLATION_COLUMNS = ["variant", "changes", "encoder", "generations", "population", "batch_size",
+                    "member_evaluations", "final_test_acc", "best_test_acc", "final_train_acc",
+                    "wall_s"]
+
+
+def ablation_table(metrics_paths: Iterable[str], variants: list[str]) -> pd.DataFrame:
+    """One row per ablation variant (``results/ablation/{variant}/metrics.json``), in the
+    config's order: what changed, the budget, the accuracies and the wall time."""
+    by_variant = {Path(p).parent.name: _json(p) for p in metrics_paths}
+    rows = []
+    for variant in variants:
+        m = by_variant[variant]
+        config = m["config"]
+        rows.append({
+            "variant": variant,
+            "changes": json.dumps(config.get("changes") or {}, sort_keys=True),
+            "encoder": config["encoder"],
+            "generations": m["generations"],
+            "population": config["es"]["population"],
+            "batch_size": config["es"]["batch_size"],
+            "member_evaluations": m["member_sample_evaluations"],
+            "final_test_acc": m["final_test_acc"],
+            "best_test_acc": m["best_test_acc"],
+            "final_train_acc": m["final_train_acc"],
+            "wall_s": m["wall_s"],
+        })
+    return pd.DataFrame(rows, columns=ABLATION_COLUMNS)
+
+
+def plot_ablation(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Final test accuracy per ablation variant, the baseline's as a reference line."""
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(table) + 2), 4.2))
+    ax.bar(table["variant"], 100 * table["final_test_acc"], color="tab:blue",
+           label="final test accuracy")
+    ax.scatter(table["variant"], 100 * table["best_test_acc"], color="tab:orange", zorder=3,
+               s=14, label="best test accuracy during the run")
+    if len(table):
+        ax.axhline(100 * table["final_test_acc"].iloc[0], color="black", linestyle="--",
+                   linewidth=1, label=f"first variant ({table['variant'].iloc[0]})")
+    ax.axhline(10, color="grey", linestyle=":", label="chance (10 classes)")
+    plt.setp(ax.get_xticklabels(), rotation=40, ha="right")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xlabel("variant (one change, or a combination, to the default ES run)")
+    ax.set_title("ES ablation: each variant at its member-evaluation budget (see table)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
 def write_manifest(entries: Iterable[tuple[str, str]], path: str | os.PathLike) -> None:
     """``results/manifest.tsv``: path, sha256, size and producing rule of each published file."""
     lines = ["path\tsha256\tbytes\trule"]

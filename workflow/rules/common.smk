@@ -1,6 +1,7 @@
 # Helpers shared by the rules: config checking, wildcard values, target lists.
 # Rules call these by name (no lambdas inside rules).
 
+import re
 from pathlib import Path
 
 from snn_es.config import ENCODERS as KNOWN_ENCODERS, ConfigError, check_config
@@ -28,6 +29,7 @@ wildcard_constraints:
     encoder="|".join(KNOWN_ENCODERS),
     mode="|".join(ES_MODES),
     seed=r"\d+",
+    variant="|".join(map(re.escape, config.get("ablation", {}).get("variants", {}))) or "(?!)",
 
 
 def library(*modules):
@@ -120,6 +122,43 @@ def benchmark_channels():
     }
 
 
+def diagnostics_enabled():
+    return bool(config.get("diagnostics", {}).get("grid"))
+
+
+def diagnostics_targets():
+    """Per-job tables of the ES gradient diagnostics (none without a `diagnostics` section)."""
+    if not diagnostics_enabled():
+        return []
+    targets = []
+    for grid in config["diagnostics"]["grid"]:
+        targets += expand(
+            rules.diagnose_es.output.table,
+            dataset=grid["datasets"],
+            encoder=grid["encoders"],
+        )
+    return sorted(set(targets))
+
+
+def diagnostics_subset(wildcards):
+    """The diagnostics read the training images of the configured subset."""
+    return rules.materialize_subset.output.tensors.format(
+        dataset=wildcards.dataset, subset=config["diagnostics"]["subset"]
+    )
+
+
+def diagnostics_settings():
+    """The `diagnostics` section without its job list: what every job computes."""
+    section = config.get("diagnostics", {})
+    return {key: value for key, value in section.items() if key != "grid"}
+
+
+def diagnostics_outputs():
+    if not diagnostics_enabled():
+        return []
+    return [str(path) for path in rules.aggregate_diagnostics.output]
+
+
 def manifest_entries():
     """(file, producing rule) for every published file: tables, plots and per-run results."""
     # str(): the output objects carry report flags that cannot be pickled into the job
@@ -128,6 +167,10 @@ def manifest_entries():
     entries += [(path, "train_snn_bptt") for path in bptt_targets()]
     entries += [(path, "snn_forward_check") for path in forward_check_targets()]
     entries += [(path, "run_es") for path in es_targets()]
+    entries += [(path, "aggregate_diagnostics") for path in diagnostics_outputs()]
+    entries += [(path, "diagnose_es") for path in diagnostics_targets()]
+    entries += [(path, "aggregate_ablation") for path in ablation_outputs()]
+    entries += [(path, "run_ablation") for path in ablation_targets()]
     return sorted(entries)
 
 
@@ -143,5 +186,67 @@ def all_targets():
         + forward_check_targets()
         + bptt_targets()
         + es_targets()
+        + diagnostics_outputs()
+        + ablation_outputs()
         + [rules.write_manifest.output.manifest]
     )
+
+
+# --- ES ablation (workflow/rules/ablation.smk) -------------------------------------------
+
+
+def ablation_variant_names():
+    return list(config.get("ablation", {}).get("variants", {}))
+
+
+def ablation_subset():
+    section = config["ablation"] if ablation_variant_names() else {}
+    if not section:
+        return []
+    return rules.materialize_subset.output.tensors.format(
+        dataset=section["dataset"], subset=section["subset"]
+    )
+
+
+def ablation_subset_manifest():
+    if not ablation_variant_names():
+        return []
+    section = config["ablation"]
+    return rules.materialize_subset.output.manifest.format(
+        dataset=section["dataset"], subset=section["subset"]
+    )
+
+
+def ablation_changes(wildcards):
+    """The variant's changes to `es` and `snn` (as written in the config)."""
+    return config["ablation"]["variants"][wildcards.variant] or {}
+
+
+def ablation_snn(wildcards):
+    """`snn` with the dataset's overrides, the ablation base and the variant's changes."""
+    dataset = config["ablation"]["dataset"]
+    base = config["ablation"].get("base", {}).get("snn", {})
+    changes = ablation_changes(wildcards).get("snn", {})
+    return {**config["snn"], **config["snn_overrides"].get(dataset, {}), **base, **changes}
+
+
+def ablation_es(wildcards):
+    """`es` with the ablation base and the variant's changes."""
+    base = config["ablation"].get("base", {}).get("es", {})
+    return {**config["es"], **base, **ablation_changes(wildcards).get("es", {})}
+
+
+def ablation_run():
+    """Dataset, encoder, subset and seed shared by every variant."""
+    section = config["ablation"]
+    return {key: section[key] for key in ("dataset", "encoder", "subset", "seed")}
+
+
+def ablation_targets():
+    return expand(rules.run_ablation.output.metrics, variant=ablation_variant_names())
+
+
+def ablation_outputs():
+    if not ablation_variant_names():
+        return []
+    return [str(path) for path in rules.aggregate_ablation.output]

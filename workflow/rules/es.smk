@@ -11,6 +11,7 @@ rule run_es:
             "es/params",
             "es/strategy",
             "es/evaluate",
+            "es/population",
             "es/run",
         ),
     output:

@@ -79,6 +79,7 @@ rule benchmark:
             "es/params",
             "es/strategy",
             "es/evaluate",
+            "es/population",
             "benchmark",
             "report",
         ),

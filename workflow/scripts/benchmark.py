@@ -10,7 +10,7 @@ with snakemake_job(snakemake):
         datasets={d: tuple(c) for d, c in snakemake.params.channels.items()},
         encoders=s["encoders"], steps=s["steps"], population=s["population"],
         batch=s["batch"], chunk_sizes=s["chunks"], repeats=s["repeats"],
-        memory_chunks=s["memory_chunks"],
+        memory_chunks=s["memory_chunks"], low_rank=s.get("low_rank", 1),
     )
     write_csv(frame, snakemake.output.throughput)
     print(frame.to_string())

@@ -18,6 +18,7 @@ from torch import Tensor
 from snn_es.encoders import encode
 from snn_es.es.params import ParamLayout
 from snn_es.es.population import (
+    FITNESSES,
     LowRankParams,
     MemberParams,
     population_forward,
@@ -42,10 +43,13 @@ class PopulationTask:
     seed: int
     spike_noise: str = "shared"  # shared: common random spikes across the population
     fused: bool = False  # compiled pool + LIF kernels (forward only; see models.pool_lif)
+    fitness: str = "cross_entropy"  # what ES maximises; see population.FITNESSES
 
     def __post_init__(self) -> None:
         if self.spike_noise not in SPIKE_NOISE:
             raise ValueError(f"spike_noise must be one of {SPIKE_NOISE}, got {self.spike_noise!r}")
+        if self.fitness not in FITNESSES:
+            raise ValueError(f"fitness must be one of {FITNESSES}, got {self.fitness!r}")
 
     @property
     def static_input(self) -> bool:
@@ -67,12 +71,11 @@ class PopulationTask:
         return encode(self.encoder, images, self.cfg.num_steps, generator)
 
     def score(self, params: dict[str, Tensor], x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """(fitness = -cross-entropy, accuracy) of one member on the minibatch."""
+        """(fitness, accuracy) of one member on the minibatch."""
         logits, _ = snn_functional_forward(params, x, self.cfg, static_input=self.static_input,
                                            fused=self.fused and not torch.is_grad_enabled())
-        loss = F.cross_entropy(logits, labels)
-        accuracy = (logits.argmax(-1) == labels).to(logits.dtype).mean()
-        return -loss, accuracy
+        fitness, accuracy = population_scores(logits.unsqueeze(0), labels, self.fitness)
+        return fitness[0], accuracy[0]
 
 
 def low_rank_members(strategy: OpenAIES, layout: ParamLayout, generation: int, start: int,
@@ -83,15 +86,17 @@ def low_rank_members(strategy: OpenAIES, layout: ParamLayout, generation: int, s
     a: dict[str, list[Tensor]] = {}
     b: dict[str, list[Tensor]] = {}
     bias: dict[str, list[Tensor]] = {}
+    scales = strategy.tensor_scales or (1.0,) * len(layout.names)
     for member in range(start, stop):
         sign = 1.0 if member % 2 == 0 else -1.0
         noise = strategy.low_rank_noise(generation, member // 2)
-        for name, part in zip(layout.names, noise, strict=True):
+        for name, part, scale in zip(layout.names, noise, scales, strict=True):
             if part.full is None:
-                a.setdefault(name, []).append(part.a * (sign * sigma / rank**0.5))
+                a.setdefault(name, []).append(part.a * (sign * sigma * scale / rank**0.5))
                 b.setdefault(name, []).append(part.b)
             else:
-                bias.setdefault(name, []).append(centre[name] + (sign * sigma) * part.full)
+                bias.setdefault(name, []).append(centre[name] + (sign * sigma * scale)
+                                                 * part.full)
     stack = {key: torch.stack(value) for key, value in a.items()}
     return LowRankParams(base=centre, a=stack, b={k: torch.stack(v) for k, v in b.items()},
                          bias={k: torch.stack(v) for k, v in bias.items()})
@@ -138,7 +143,7 @@ def evaluate_chunked(
             x = shared
         logits = population_forward(params, x, task.cfg, static_input=task.static_input,
                                     per_member_input=shared is None, fused=task.fused)
-        f, a = population_scores(logits, labels)
+        f, a = population_scores(logits, labels, task.fitness)
         fitness.append(f)
         accuracy.append(a)
     return torch.cat(fitness), torch.cat(accuracy)

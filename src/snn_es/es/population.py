@@ -168,10 +168,28 @@ def population_forward(
     return out_mems.mean(0) if cfg.readout == "membrane" else out_spikes.sum(0)
 
 
-def population_scores(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """(fitness = -mean cross-entropy, accuracy), each [C], from logits [C, B, K]."""
+FITNESSES = ("cross_entropy", "accuracy", "margin")
+
+
+def population_scores(logits: Tensor, labels: Tensor,
+                      fitness: str = "cross_entropy") -> tuple[Tensor, Tensor]:
+    """(fitness, accuracy), each [C], from logits [C, B, K]. ``fitness``:
+
+    - ``cross_entropy``: minus the mean cross-entropy;
+    - ``accuracy``: the minibatch accuracy (coarse: B + 1 distinct values);
+    - ``margin``: the mean of ``z_label - max_other z``, clipped to [-1, 1] per image so
+      that neither confident nor hopeless images dominate.
+    """
     members, batch, classes = logits.shape
+    accuracy = (logits.argmax(-1) == labels).to(logits.dtype).mean(1)
+    if fitness == "accuracy":
+        return accuracy.clone(), accuracy
+    if fitness == "margin":
+        true = logits.gather(-1, labels.expand(members, batch)[..., None])[..., 0]
+        others = logits.scatter(-1, labels.expand(members, batch)[..., None], float("-inf"))
+        return (true - others.amax(-1)).clamp(-1, 1).mean(1), accuracy
+    if fitness != "cross_entropy":
+        raise ValueError(f"fitness must be one of {FITNESSES}, got {fitness!r}")
     loss = F.cross_entropy(logits.reshape(-1, classes), labels.repeat(members),
                            reduction="none").view(members, batch).mean(1)
-    accuracy = (logits.argmax(-1) == labels).to(logits.dtype).mean(1)
     return -loss, accuracy

@@ -49,13 +49,15 @@ class RunSettings:
     chunk_size: int = 16  # members per batched forward pass (chunked)
     spike_noise: str = "shared"  # shared | per_member (poisson only)
     fused: bool = False  # compiled pool + LIF kernels and channels-last convs (evaluation)
+    fitness: str = "cross_entropy"  # cross_entropy | accuracy | margin (what ES maximises)
+    init_readout_scale: float = 1.0  # multiplies the initial fc weights and bias
     eval_batch_size: int = 250  # images per forward when measuring accuracy
 
 
 ES_KEYS = ("population", "sigma", "sigma_final", "lr", "lr_schedule", "lr_final_ratio",
-           "optimizer", "momentum", "weight_decay", "rank")
+           "optimizer", "momentum", "weight_decay", "rank", "noise_scale")
 RUN_KEYS = ("generations", "batch_size", "eval_every", "checkpoint_every", "chunk_size",
-            "spike_noise", "fused")
+            "spike_noise", "fused", "fitness", "init_readout_scale")
 
 
 def settings_from_config(es: dict[str, Any], mode: str) -> tuple[ESSettings, RunSettings]:
@@ -105,9 +107,14 @@ def run_es(
     checkpoint_path = Path(checkpoint_path)
     model = make_snn(cfg, seed_from(seed, "init"))
     layout = ParamLayout.of(model)
+    with torch.no_grad():
+        # A smaller readout starts the membrane logits near zero (cross-entropy ~ ln K).
+        model.fc.weight.mul_(run.init_readout_scale)
+        model.fc.bias.mul_(run.init_readout_scale)
     theta = layout.flatten(dict(model.named_parameters()))
     strategy = OpenAIES(theta, es_settings, seed, run.generations, shapes=layout.shapes)
-    task = PopulationTask(cfg, layout, encoder, seed, run.spike_noise, fused=run.fused)
+    task = PopulationTask(cfg, layout, encoder, seed, run.spike_noise, fused=run.fused,
+                          fitness=run.fitness)
     train_x, train_y = subset["train_images"], subset["train_labels"]
     test_x, test_y = subset["test_images"], subset["test_labels"]
     ident = fingerprint(asdict(cfg), asdict(es_settings), asdict(run), encoder, seed, data_id)

@@ -29,6 +29,7 @@ from snn_es.seeding import generator_from
 
 SCHEDULES = ("constant", "cosine", "linear")
 OPTIMIZERS = ("adam", "sgd")
+NOISE_SCALES = ("absolute", "layer")
 # A generation's noise is drawn once and reused by members() and tell(), up to this many
 # numbers (256 MB of float32); bigger populations x parameters redraw it instead.
 NOISE_CACHE_ELEMENTS = 64 * 2**20
@@ -49,6 +50,7 @@ class ESSettings:
     eps: float = 1e-8  # adam
     weight_decay: float = 0.0  # decoupled, applied as theta -= lr * wd * theta
     rank: int = 0  # 0: full-rank Gaussian noise; r > 0: rank-r noise on weight matrices
+    noise_scale: str = "absolute"  # absolute | layer: sigma and steps x each tensor's init std
 
     def __post_init__(self) -> None:
         if self.population < 2 or self.population % 2:
@@ -59,6 +61,9 @@ class ESSettings:
             raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.noise_scale not in NOISE_SCALES:
+            raise ValueError(f"noise_scale must be one of {NOISE_SCALES}, "
+                             f"got {self.noise_scale!r}")
         if self.rank < 0:
             raise ValueError(f"rank must be >= 0 (0 = full-rank noise), got {self.rank}")
 
@@ -106,9 +111,21 @@ class OpenAIES:
         self.settings = settings
         self.seed = seed
         self.generations = generations
-        if settings.rank and (shapes is None or sum(math.prod(s) for s in shapes) != theta.numel()):
-            raise ValueError("low-rank noise (rank > 0) needs the parameter shapes of theta")
+        needs_shapes = settings.rank or settings.noise_scale == "layer"
+        if needs_shapes and (shapes is None
+                             or sum(math.prod(s) for s in shapes) != theta.numel()):
+            raise ValueError("low-rank or layer-scaled noise needs the parameter shapes of theta")
         self.shapes = tuple(tuple(s) for s in shapes) if shapes is not None else None
+        # noise_scale "layer": ES runs on theta / s_k per tensor k (s_k = its initial std),
+        # so sigma and the step are relative to each layer's own scale.
+        self.tensor_scales: tuple[float, ...] | None = None
+        self.scale: Tensor | None = None
+        if settings.noise_scale == "layer":
+            parts = torch.split(theta.detach(), [math.prod(s) for s in self.shapes])
+            self.tensor_scales = tuple(float(p.std()) if p.numel() > 1 and float(p.std()) > 0
+                                       else 1.0 for p in parts)
+            self.scale = torch.cat([torch.full((p.numel(),), scale, dtype=theta.dtype)
+                                    for p, scale in zip(parts, self.tensor_scales)])
         self._noise_cache: dict[tuple[int, int], Tensor] = {}
         self.theta = theta.detach().clone()
         self.m = torch.zeros_like(self.theta)  # adam first moment / sgd momentum buffer
@@ -169,7 +186,10 @@ class OpenAIES:
     def member(self, generation: int, index: int) -> Tensor:
         """Flat parameters of one population member."""
         sign = 1.0 if index % 2 == 0 else -1.0
-        return self.theta + (sign * self.sigma_at(generation)) * self.noise(generation, index // 2)
+        eps = self.noise(generation, index // 2)
+        if self.scale is not None:
+            eps = eps * self.scale
+        return self.theta + (sign * self.sigma_at(generation)) * eps
 
     def members(self, generation: int, start: int, stop: int) -> Tensor:
         """Flat parameters of members ``start..stop-1`` stacked as [stop - start, D]."""
@@ -177,7 +197,8 @@ class OpenAIES:
 
     # --- tell --------------------------------------------------------------------------
     def gradient(self, generation: int, fitness: Tensor) -> Tensor:
-        """ES estimate of the gradient of the expected fitness (ascent direction)."""
+        """ES estimate of the gradient of the expected fitness (ascent direction), with
+        respect to theta, or to theta / scale per tensor with ``noise_scale: layer``."""
         shaped = centered_ranks(fitness.detach().cpu().double())
         weights = shaped[0::2] - shaped[1::2]  # antithetic pairs: (+eps) minus (-eps)
         grad = torch.zeros_like(self.theta)
@@ -205,6 +226,8 @@ class OpenAIES:
             step = self.m
         if s.weight_decay:
             self.theta.mul_(1 - lr * s.weight_decay)
+        if self.scale is not None:
+            step = step * self.scale  # back from the scaled coordinates to theta
         self.theta.add_(step, alpha=lr)
         return grad
 

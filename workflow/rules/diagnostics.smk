@@ -1,0 +1,59 @@
+# ES gradient diagnostics (config section `diagnostics`): at the ES runs' initial weights,
+# how well ES gradient estimates agree with the surrogate (BPTT) gradient, how noisy they
+# are, and how noisy the fitness is, per sigma x population (x rank).
+
+
+rule diagnose_es:
+    input:
+        subset=diagnostics_subset,
+        code=library(
+            "data",
+            "subsets",
+            "encoders",
+            "models",
+            "es/__init__",
+            "es/params",
+            "es/strategy",
+            "es/population",
+            "es/evaluate",
+            "es/diagnostics",
+        ),
+    output:
+        table="results/diagnostics/{dataset}/{encoder}/diagnostics.csv",
+    log:
+        "logs/diagnose_es/{dataset}/{encoder}.log",
+    conda:
+        "../../envs/snn-es.yaml"
+    params:
+        snn=snn_settings,
+        diagnostics=diagnostics_settings(),
+    script:
+        "../scripts/diagnose_es.py"
+
+
+rule aggregate_diagnostics:
+    input:
+        tables=diagnostics_targets(),
+        code=library("report", "diagnostics_report"),
+    output:
+        table=report(
+            "results/tables/es_diagnostics.csv",
+            caption="../report/es_diagnostics.rst",
+            category="Diagnostics",
+        ),
+        plot=report(
+            "results/plots/es_diagnostics.png",
+            caption="../report/es_diagnostics_plot.rst",
+            category="Diagnostics",
+        ),
+    log:
+        "logs/aggregate_diagnostics.log",
+    conda:
+        "../../envs/snn-es.yaml"
+    script:
+        "../scripts/aggregate_diagnostics.py"
+
+
+rule diagnostics_all:
+    input:
+        diagnostics_outputs(),
