@@ -111,10 +111,11 @@ def tiny_config(mirror: Path) -> dict:
                      "modes": ["chunked"], "seeds": [0]},
                     {"datasets": ["tinygray"], "encoders": ["repeat"], "subsets": ["small"],
                      "modes": ["sequential"], "seeds": [0], "es": {"lr": 0.02}}],
-        "ablation": {"dataset": "tinygray", "encoder": "repeat", "subset": "small", "seed": 0,
-                     "variants": {"default": {},
-                                  "rank1_margin": {"es": {"rank": 1, "fitness": "margin"},
-                                                   "snn": {"num_steps": 3}}}},
+        "ablation": [{"study": "tiny", "dataset": "tinygray", "encoder": "repeat",
+                      "subset": "small", "seed": 0, "base": {"es": {"lr": 0.05}},
+                      "variants": {"base": {},
+                                   "rank1_margin": {"es": {"rank": 1, "fitness": "margin"},
+                                                    "snn": {"num_steps": 3}}}}],
     }
 
 

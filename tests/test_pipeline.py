@@ -62,10 +62,14 @@ def test_full_run_builds_every_target(built):
     assert len((es_run / "log.csv").read_text().splitlines()) == 1 + 2  # header + generations
     assert not (es_run / "checkpoint.pt").exists()  # removed once the run is complete
     ablation = (workdir / "results/tables/es_ablation.csv").read_text().splitlines()
-    assert ablation[0].startswith("variant,changes,encoder,generations,population")
-    assert [line.split(",")[0] for line in ablation[1:]] == ["default", "rank1_margin"]
-    variant = json.loads((workdir / "results/ablation/rank1_margin/metrics.json").read_text())
-    assert variant["config"]["es"]["rank"] == 1 and variant["config"]["snn"]["num_steps"] == 3
+    assert ablation[0].startswith("study,variant,changes,dataset,encoder,generations")
+    assert [line.split(",")[:2] for line in ablation[1:]] == [["tiny", "base"],
+                                                              ["tiny", "rank1_margin"]]
+    variant = json.loads(
+        (workdir / "results/ablation/tiny/rank1_margin/metrics.json").read_text())
+    resolved = variant["config"]
+    assert resolved["es"]["rank"] == 1 and resolved["es"]["lr"] == 0.05  # variant over base
+    assert resolved["snn"]["num_steps"] == 3 and resolved["es"]["fitness"] == "margin"
     assert (workdir / "results/plots/es_ablation.png").stat().st_size > 0
 
 

@@ -71,14 +71,17 @@ def check_grid_overrides(config: dict[str, Any], schema_path: str | os.PathLike)
     snn_schema = {**schema["properties"]["snn"], "definitions": schema["definitions"]}
     changes = [(f"config.es_grid.{i}.es", es_schema, config["es"], grid.get("es", {}))
                for i, grid in enumerate(config.get("es_grid", []))]
-    ablation = config.get("ablation") or {}
-    base = ablation.get("base") or {}
-    for name, variant in ablation.get("variants", {}).items():
-        variant = variant or {}
-        changes.append((f"config.ablation.variants.{name}.es", es_schema,
-                        {**config["es"], **base.get("es", {})}, variant.get("es", {})))
-        changes.append((f"config.ablation.variants.{name}.snn", snn_schema,
-                        {**config["snn"], **base.get("snn", {})}, variant.get("snn", {})))
+    for i, study in enumerate(config.get("ablation") or []):
+        base = study.get("base") or {}
+        where = f"config.ablation.{i}"
+        changes.append((f"{where}.base.es", es_schema, config["es"], base.get("es", {})))
+        changes.append((f"{where}.base.snn", snn_schema, config["snn"], base.get("snn", {})))
+        for name, variant in study["variants"].items():
+            variant = variant or {}
+            changes.append((f"{where}.variants.{name}.es", es_schema,
+                            {**config["es"], **base.get("es", {})}, variant.get("es", {})))
+            changes.append((f"{where}.variants.{name}.snn", snn_schema,
+                            {**config["snn"], **base.get("snn", {})}, variant.get("snn", {})))
     for where, part_schema, defaults, change in changes:
         merged = {**defaults, **change}
         error = jsonschema.exceptions.best_match(
@@ -117,12 +120,16 @@ def check_cross_references(config: dict[str, Any]) -> None:
                         f"enabled {key} {known}"
                     )
     check_diagnostics(config)
-    ablation = config.get("ablation")
-    if ablation and ablation.get("variants"):
+    seen: set[str] = set()
+    for i, study in enumerate(config.get("ablation") or []):
+        if study["study"] in seen:
+            raise ConfigError(f"config.ablation.{i}.study: '{study['study']}' is used twice; "
+                              f"study names must differ")
+        seen.add(study["study"])
         for key, known in (("dataset", config["enabled_datasets"]),
                            ("subset", list(config["subsets"]))):
-            if ablation[key] not in known:
-                raise ConfigError(f"config.ablation.{key}: '{ablation[key]}' is not one of "
+            if study[key] not in known:
+                raise ConfigError(f"config.ablation.{i}.{key}: '{study[key]}' is not one of "
                                   f"the enabled {key}s {known}")
     for name in config["enabled_datasets"]:
         split_sizes = datasets[name].get("split_sizes", {})

@@ -174,22 +174,24 @@ def plot_accuracy_comparison(runs: pd.DataFrame, baselines: pd.DataFrame,
     _save(fig, path)
 
 
-ABLATION_COLUMNS = ["variant", "changes", "encoder", "generations", "population", "batch_size",
-                    "member_evaluations", "final_test_acc", "best_test_acc", "final_train_acc",
-                    "wall_s"]
+ABLATION_COLUMNS = ["study", "variant", "changes", "dataset", "encoder", "generations",
+                    "population", "batch_size", "member_evaluations", "final_test_acc",
+                    "best_test_acc", "final_train_acc", "wall_s"]
 
 
-def ablation_table(metrics_paths: Iterable[str], variants: list[str]) -> pd.DataFrame:
-    """One row per ablation variant (``results/ablation/{variant}/metrics.json``), in the
-    config's order: what changed, the budget, the accuracies and the wall time."""
-    by_variant = {Path(p).parent.name: _json(p) for p in metrics_paths}
+def ablation_table(metrics_paths: Iterable[str]) -> pd.DataFrame:
+    """One row per ablation variant (``results/ablation/{study}/{variant}/metrics.json``), in
+    the order given (the config's): what changed, the budget, the accuracies, the wall time."""
     rows = []
-    for variant in variants:
-        m = by_variant[variant]
+    for path in metrics_paths:
+        m = _json(path)
         config = m["config"]
+        study, variant = Path(path).parts[-3:-1]
         rows.append({
+            "study": study,
             "variant": variant,
             "changes": json.dumps(config.get("changes") or {}, sort_keys=True),
+            "dataset": config["run"]["dataset"],
             "encoder": config["encoder"],
             "generations": m["generations"],
             "population": config["es"]["population"],
@@ -204,22 +206,28 @@ def ablation_table(metrics_paths: Iterable[str], variants: list[str]) -> pd.Data
 
 
 def plot_ablation(table: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Final test accuracy per ablation variant, the baseline's as a reference line."""
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(table) + 2), 4.2))
-    ax.bar(table["variant"], 100 * table["final_test_acc"], color="tab:blue",
-           label="final test accuracy")
-    ax.scatter(table["variant"], 100 * table["best_test_acc"], color="tab:orange", zorder=3,
-               s=14, label="best test accuracy during the run")
-    if len(table):
-        ax.axhline(100 * table["final_test_acc"].iloc[0], color="black", linestyle="--",
-                   linewidth=1, label=f"first variant ({table['variant'].iloc[0]})")
-    ax.axhline(10, color="grey", linestyle=":", label="chance (10 classes)")
-    plt.setp(ax.get_xticklabels(), rotation=40, ha="right")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_xlabel("variant (one change, or a combination, to the default ES run)")
-    ax.set_title("ES ablation: each variant at its member-evaluation budget (see table)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7)
+    """Final test accuracy per variant, one panel per study, its base as a reference line."""
+    studies = list(dict.fromkeys(table["study"]))
+    fig, axes = plt.subplots(len(studies) or 1, 1, squeeze=False,
+                             figsize=(max(6, 0.45 * table["study"].value_counts().max() + 2)
+                                      if len(table) else 6, 4.2 * max(1, len(studies))))
+    for ax, study in zip(axes[:, 0], studies):
+        part = table[table["study"] == study]
+        ax.bar(part["variant"], 100 * part["final_test_acc"], color="tab:blue",
+               label="final test accuracy")
+        ax.scatter(part["variant"], 100 * part["best_test_acc"], color="tab:orange",
+                   zorder=3, s=14, label="best test accuracy during the run")
+        ax.axhline(100 * part["final_test_acc"].iloc[0], color="black", linestyle="--",
+                   linewidth=1, label=f"first variant ({part['variant'].iloc[0]})")
+        ax.axhline(10, color="grey", linestyle=":", label="chance (10 classes)")
+        plt.setp(ax.get_xticklabels(), rotation=40, ha="right")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"ES ablation '{study}' ({part['dataset'].iloc[0]}, "
+                     f"{part['member_evaluations'].iloc[0]:,} member-image evaluations in "
+                     f"the base run)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[-1, 0].set_xlabel("variant (changes to the study's base run: see the table)")
     _save(fig, path)
 
 

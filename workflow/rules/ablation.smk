@@ -1,11 +1,12 @@
-# ES ablation (config section `ablation`): one ES run per variant, all on the same dataset,
-# encoder, subset and seed; each variant changes `es` and/or `snn` settings of the default.
+# ES ablation (config section `ablation`): studies of one ES run per variant, all variants
+# of a study on the same dataset, encoder, subset and seed; each variant changes `es`,
+# `snn` or the encoder of the study's base run.
 
 
 rule run_ablation:
     input:
-        subset=ablation_subset(),
-        manifest=ablation_subset_manifest(),
+        subset=ablation_subset,
+        manifest=ablation_subset_manifest,
         code=library(
             "data",
             "subsets",
@@ -19,17 +20,17 @@ rule run_ablation:
             "es/run",
         ),
     output:
-        log_csv="results/ablation/{variant}/log.csv",
-        metrics="results/ablation/{variant}/metrics.json",
-        params="results/ablation/{variant}/params.pt",
+        log_csv="results/ablation/{study}/{variant}/log.csv",
+        metrics="results/ablation/{study}/{variant}/metrics.json",
+        params="results/ablation/{study}/{variant}/params.pt",
     log:
-        "logs/run_ablation/{variant}.log",
+        "logs/run_ablation/{study}/{variant}.log",
     conda:
         "../../envs/snn-es.yaml"
     params:
         snn=ablation_snn,
         es=ablation_es,
-        run=ablation_run(),
+        run=ablation_run,
         changes=ablation_changes,
     script:
         "../scripts/run_ablation.py"
@@ -54,8 +55,6 @@ rule aggregate_ablation:
         "logs/aggregate_ablation.log",
     conda:
         "../../envs/snn-es.yaml"
-    params:
-        variants=ablation_variant_names(),
     script:
         "../scripts/aggregate_ablation.py"
 

@@ -23,13 +23,21 @@ ENCODERS = config["encoders"]
 ES_MODES = ("sequential", "chunked")
 
 
+# Ablation study and variant names (regex-escaped; "(?!)" matches nothing).
+ABLATION_STUDIES = "|".join(re.escape(e["study"]) for e in config.get("ablation", []))
+ABLATION_VARIANTS = "|".join(
+    re.escape(name) for e in config.get("ablation", []) for name in e["variants"]
+)
+
+
 wildcard_constraints:
     dataset="|".join(DATASETS),
     subset="|".join(SUBSETS),
     encoder="|".join(KNOWN_ENCODERS),
     mode="|".join(ES_MODES),
     seed=r"\d+",
-    variant="|".join(map(re.escape, config.get("ablation", {}).get("variants", {}))) or "(?!)",
+    study=ABLATION_STUDIES or "(?!)",
+    variant=ABLATION_VARIANTS or "(?!)",
 
 
 def library(*modules):
@@ -195,58 +203,65 @@ def all_targets():
 # --- ES ablation (workflow/rules/ablation.smk) -------------------------------------------
 
 
-def ablation_variant_names():
-    return list(config.get("ablation", {}).get("variants", {}))
+def ablation_study(wildcards):
+    """The config entry of the study ``wildcards.study``."""
+    return next(e for e in config.get("ablation", []) if e["study"] == wildcards.study)
 
 
-def ablation_subset():
-    section = config["ablation"] if ablation_variant_names() else {}
-    if not section:
-        return []
+def ablation_subset(wildcards):
+    study = ablation_study(wildcards)
     return rules.materialize_subset.output.tensors.format(
-        dataset=section["dataset"], subset=section["subset"]
+        dataset=study["dataset"], subset=study["subset"]
     )
 
 
-def ablation_subset_manifest():
-    if not ablation_variant_names():
-        return []
-    section = config["ablation"]
+def ablation_subset_manifest(wildcards):
+    study = ablation_study(wildcards)
     return rules.materialize_subset.output.manifest.format(
-        dataset=section["dataset"], subset=section["subset"]
+        dataset=study["dataset"], subset=study["subset"]
     )
 
 
 def ablation_changes(wildcards):
-    """The variant's changes to `es` and `snn` (as written in the config)."""
-    return config["ablation"]["variants"][wildcards.variant] or {}
+    """The variant's changes to `es`, `snn` or the encoder (as written in the config)."""
+    return ablation_study(wildcards)["variants"][wildcards.variant] or {}
 
 
 def ablation_snn(wildcards):
-    """`snn` with the dataset's overrides, the ablation base and the variant's changes."""
-    dataset = config["ablation"]["dataset"]
-    base = config["ablation"].get("base", {}).get("snn", {})
-    changes = ablation_changes(wildcards).get("snn", {})
-    return {**config["snn"], **config["snn_overrides"].get(dataset, {}), **base, **changes}
+    """`snn` with the dataset's overrides, the study's base and the variant's changes."""
+    study = ablation_study(wildcards)
+    return {
+        **config["snn"],
+        **config["snn_overrides"].get(study["dataset"], {}),
+        **study.get("base", {}).get("snn", {}),
+        **ablation_changes(wildcards).get("snn", {}),
+    }
 
 
 def ablation_es(wildcards):
-    """`es` with the ablation base and the variant's changes."""
-    base = config["ablation"].get("base", {}).get("es", {})
+    """`es` with the study's base and the variant's changes."""
+    base = ablation_study(wildcards).get("base", {}).get("es", {})
     return {**config["es"], **base, **ablation_changes(wildcards).get("es", {})}
 
 
-def ablation_run():
-    """Dataset, encoder, subset and seed shared by every variant."""
-    section = config["ablation"]
-    return {key: section[key] for key in ("dataset", "encoder", "subset", "seed")}
+def ablation_run(wildcards):
+    """Study name, dataset, encoder, subset and seed shared by the study's variants."""
+    study = ablation_study(wildcards)
+    return {k: study[k] for k in ("study", "dataset", "encoder", "subset", "seed")}
 
 
 def ablation_targets():
-    return expand(rules.run_ablation.output.metrics, variant=ablation_variant_names())
+    targets = []
+    for study in config.get("ablation", []):
+        targets += expand(
+            rules.run_ablation.output.metrics,
+            study=study["study"],
+            variant=list(study["variants"]),
+        )
+    return targets
 
 
 def ablation_outputs():
-    if not ablation_variant_names():
+    if not config.get("ablation"):
         return []
     return [str(path) for path in rules.aggregate_ablation.output]

@@ -22,8 +22,8 @@ with snakemake_job(snakemake):
         subset, cfg, es_settings, run_settings, encoder=encoder, seed=int(run["seed"]),
         checkpoint_path=checkpoint, data_id=manifest["file_sha256"],
     )
-    resolved = {**dict(snakemake.params.items()), "variant": snakemake.wildcards.variant,
-                "encoder": encoder}
+    resolved = {**dict(snakemake.params.items()), "study": run["study"],
+                "variant": snakemake.wildcards.variant, "encoder": encoder}
     write_run_outputs(metrics, rows, theta, snakemake.output.log_csv, snakemake.output.metrics,
                       snakemake.output.params, resolved)
     checkpoint.unlink(missing_ok=True)
