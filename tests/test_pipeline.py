@@ -100,7 +100,8 @@ def test_library_edits_rerun_exactly_the_stages_that_use_them(built, workflow_co
     assert planned() == {**downstream, "snn_forward_check": 2}
     edit("subsets.py")
     assert planned() == {**downstream, "materialize_subset": 4, "train_cnn": 4,
-                         "snn_forward_check": 2, "train_snn_bptt": 4, "run_es": 2}
+                         "snn_forward_check": 2, "train_snn_bptt": 4, "run_es": 2,
+                         "run_ablation": 2, "aggregate_ablation": 1}
     edit("data.py")
     assert planned()["cache_dataset"] == 2
     for name, text in originals.items():  # same content again: nothing to do
