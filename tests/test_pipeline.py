@@ -149,7 +149,10 @@ def test_published_outputs_and_report(built):
     assert len(runs) == 1 + 2
     manifest = (workdir / "results" / "manifest.tsv").read_text().splitlines()
     assert any(line.startswith("results/tables/es_runs.csv\t") for line in manifest)
-    assert len(manifest) == 1 + 8 + 4 + 4 + 2 + 2  # header, aggregate, cnn, bptt, checks, es
+    # header, aggregate, cnn, bptt, checks, es, aggregate_ablation, ablation runs
+    assert len(manifest) == 1 + 8 + 4 + 4 + 2 + 2 + 2 + 2
+    assert any(line.startswith("results/ablation/tiny/rank1_margin/metrics.json\t")
+               for line in manifest)
     run(config, "--report", str(workdir / "report.html"))
     html = (workdir / "report.html").read_text(errors="replace")
     assert "es_runs.csv" in html and "surrogate-gradient" in html
@@ -163,8 +166,9 @@ def test_changing_one_subset_reruns_exactly_its_jobs(built):
     # the small subsets and everything downstream of them; nothing of `big` (the forward
     # checks read the first subset in the config file, here `big`: the dump sorts keys)
     assert planned_jobs(dry) == {"all": 1, "materialize_subset": 2, "train_cnn": 2,
-                                 "train_snn_bptt": 2, "run_es": 2,
-                                 "aggregate": 1, "write_manifest": 1}
+                                 "train_snn_bptt": 2, "run_es": 2, "run_ablation": 2,
+                                 "aggregate": 1, "aggregate_ablation": 1,
+                                 "write_manifest": 1}
     assert "wildcards: dataset=tinyrgb, subset=small" in dry.stdout
     assert "subset=big" not in dry.stdout
     run(changed, "all")
