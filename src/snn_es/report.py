@@ -208,7 +208,7 @@ def ablation_table(metrics_paths: Iterable[str]) -> pd.DataFrame:
 def plot_ablation(table: pd.DataFrame, path: str | os.PathLike) -> None:
     """Final test accuracy per variant, one panel per study, its base as a reference line."""
     studies = list(dict.fromkeys(table["study"]))
-    fig, axes = plt.subplots(len(studies) or 1, 1, squeeze=False,
+    fig, axes = plt.subplots(len(studies) or 1, 1, squeeze=False, layout="constrained",
                              figsize=(max(6, 0.45 * table["study"].value_counts().max() + 2)
                                       if len(table) else 6, 4.2 * max(1, len(studies))))
     for ax, study in zip(axes[:, 0], studies):
