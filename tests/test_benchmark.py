@@ -8,19 +8,20 @@ import torch.nn.functional as F
 
 from snn_es.benchmark import _setup, network_flops, run_benchmark
 from snn_es.es.evaluate import PopulationTask, evaluate_population
-from snn_es.models import SNNConfig
+from snn_es.settings import SNNSettings
 
 
 def test_network_flops_counts_convs_and_linear():
-    cfg = SNNConfig(input_shape=(1, 4, 4), channels=(2,), num_steps=3, num_classes=10)
+    cfg = SNNSettings(input_shape=(1, 4, 4), channels=(2,), num_steps=3, num_classes=10)
     conv = 2 * 2 * 1 * 9 * 4 * 4
     linear = 2 * 10 * (2 * 2 * 2)
     assert network_flops(cfg) == 3 * (conv + linear)
 
 
 def test_benchmark_runs_on_a_tiny_size():
-    frame = run_benchmark({"mnist": (2, 4)}, ["poisson", "repeat"], steps=2, population=4,
-                          batch=4, chunk_sizes=[2, 4], repeats=1, memory_chunks=[2])
+    mnist = SNNSettings(input_shape=(1, 28, 28), channels=(2, 4), num_steps=2)
+    frame = run_benchmark({"mnist": mnist}, ["poisson", "repeat"], population=4, batch=4,
+                          chunk_sizes=[2, 4], repeats=1, memory_chunks=[2])
     timed = frame[frame["evals_per_s"].notna()]
     assert set(timed["implementation"]) == {"snntorch_loop", "sequential", "chunked",
                                             "chunked_eager", "chunked_lowrank_r1",
@@ -39,7 +40,8 @@ def test_benchmark_runs_on_a_tiny_size():
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("encoder", ["poisson", "repeat"])
 def test_evaluators_score_like_the_snntorch_module(encoder, fused):
-    cfg, model, layout, strategy, images, labels = _setup("mnist", (2, 4), 3, 4, 6)
+    cfg = SNNSettings(input_shape=(1, 28, 28), channels=(2, 4), num_steps=3)
+    cfg, model, layout, strategy, images, labels = _setup(cfg, 4, 6)
     model, images = model.double(), images.double()
     strategy.theta = strategy.theta.double()
     task = PopulationTask(cfg, layout, encoder, seed=0, fused=fused)

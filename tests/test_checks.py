@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from snn_es.checks import SNNCheckError, forward_check
-from snn_es.models import SNNConfig
+from snn_es.models import SNNSettings
 
 
 def _data():
@@ -18,7 +18,7 @@ def _data():
 @pytest.mark.parametrize("encoder", ["poisson", "deterministic", "repeat", "latency"])
 def test_live_network_reports_rates_and_times(encoder):
     images, labels = _data()
-    cfg = SNNConfig(input_shape=(1, 12, 12), channels=(4, 8), num_steps=4, threshold=0.3)
+    cfg = SNNSettings(input_shape=(1, 12, 12), channels=(4, 8), num_steps=4, threshold=0.3)
     report = forward_check(images, labels, cfg, encoder, seed=0)
     assert report["logits_shape"] == [16, 10]
     assert report["input_shape"] == [4, 16, 1, 12, 12]
@@ -29,7 +29,7 @@ def test_live_network_reports_rates_and_times(encoder):
 
 def test_dead_network_fails_naming_the_layer():
     images, labels = _data()
-    cfg = SNNConfig(input_shape=(1, 12, 12), channels=(4, 8), num_steps=4, threshold=1e6)
+    cfg = SNNSettings(input_shape=(1, 12, 12), channels=(4, 8), num_steps=4, threshold=1e6)
     with pytest.raises(SNNCheckError, match="layer lif1 is dead"):
         forward_check(images, labels, cfg, "repeat", seed=0)
 
@@ -37,6 +37,6 @@ def test_dead_network_fails_naming_the_layer():
 def test_nan_input_fails():
     images, labels = _data()
     nan_images = torch.full((16, 1, 12, 12), float("nan"))
-    cfg = SNNConfig(input_shape=(1, 12, 12), channels=(4, 8), num_steps=4)
+    cfg = SNNSettings(input_shape=(1, 12, 12), channels=(4, 8), num_steps=4)
     with pytest.raises(SNNCheckError, match="NaN"):
         forward_check(nan_images, labels, cfg, "repeat", seed=0)

@@ -51,7 +51,7 @@ def test_default_config_is_valid(default_config):
         (lambda c: c["es_grid"][1].update(es={"lr": -1}), "config.es_grid.1.es.lr",
          "less than or equal to the minimum of 0"),
         (lambda c: c["es_grid"][1].update(es={"lrr": 1}), "config.es_grid.1.es",
-         "'lrr' is not one of"),
+         "'lrr' was unexpected"),
         (lambda c: c["es_grid"].append(dict(c["es_grid"][1])), "config.es_grid.2",
          "is also in config.es_grid.1"),
         (lambda c: c["snn"].update(reset_mechanism="hard"), "config.snn.reset_mechanism",

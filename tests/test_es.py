@@ -17,20 +17,32 @@ import torch
 from snn_es.encoders import encode
 from snn_es.es.evaluate import PopulationTask, evaluate_population
 from snn_es.es.params import ParamLayout
-from snn_es.es.run import ESDivergedError, RunSettings, run_es
-from snn_es.es.strategy import ESSettings, OpenAIES, centered_ranks
+from snn_es.es.run import ESDivergedError, run_es
+from snn_es.es.strategy import OpenAIES, centered_ranks
 from snn_es.io import torch_load
-from snn_es.models import SNNConfig, make_snn, snn_functional_forward
+from snn_es.models import make_snn, snn_functional_forward
 from snn_es.seeding import generator_from, seed_from
+from snn_es.settings import ESSettings, ExecutionSettings, SNNSettings
 
 ENCODER_NAMES = ("poisson", "deterministic", "repeat", "latency")
 TIMING_KEYS = {"wall_s", "member_evals_per_s"}
 
 # A small SNN for the evaluator / run-loop tests.
-TINY = SNNConfig(input_shape=(1, 12, 12), channels=(4, 8), num_steps=4)
-TINY_ES = ESSettings(population=6, sigma=0.05, lr=0.03)
-TINY_RUN = RunSettings(generations=6, batch_size=8, eval_every=2, checkpoint_every=2,
-                       mode="chunked", chunk_size=4, eval_batch_size=8)
+TINY = SNNSettings(input_shape=(1, 12, 12), channels=(4, 8), num_steps=4)
+# The strategy tests were written for plain OpenAI-ES: full-rank noise, constant lr.
+PLAIN = dict(population=32, sigma=0.02, lr=0.01, lr_schedule="constant", rank=0)
+
+
+def ES(**changes) -> ESSettings:
+    return ESSettings(**{**PLAIN, **changes})
+
+
+def make_es(theta, settings: ESSettings, seed: int, generations: int, shapes=None) -> OpenAIES:
+    return OpenAIES(theta, replace(settings, generations=generations), seed, shapes=shapes)
+
+
+TINY_ES = ES(population=6, sigma=0.05, lr=0.03, generations=6, batch_size=8, eval_every=2)
+TINY_EXEC = ExecutionSettings(chunk_size=4, checkpoint_every=2, fused=False)
 
 
 def tiny_subset(num_train: int = 32, num_test: int = 16, shape=(1, 12, 12),
@@ -57,10 +69,10 @@ def initial_theta(cfg=TINY, seed=0) -> torch.Tensor:
     return ParamLayout.of(model).flatten(dict(model.named_parameters()))
 
 
-def run(tmp_path, name: str, subset=None, cfg=TINY, es=TINY_ES, settings=TINY_RUN,
-        encoder="poisson", seed=0, **kwargs):
-    return run_es(subset if subset is not None else tiny_subset(), cfg, es, settings, encoder,
-                  seed, tmp_path / f"{name}.pt", progress=False, **kwargs)
+def run(tmp_path, name: str, subset=None, cfg=TINY, es=TINY_ES, execution=TINY_EXEC,
+        mode="chunked", encoder="poisson", seed=0, **kwargs):
+    return run_es(subset if subset is not None else tiny_subset(), cfg, es, encoder, seed, mode,
+                  tmp_path / f"{name}.pt", execution, progress=False, **kwargs)
 
 
 # --------------------------------------------------------------------------------------
@@ -95,7 +107,7 @@ def test_centered_ranks_range_order_and_ties():
 
 def test_antithetic_members_share_their_noise():
     theta = torch.randn(50, generator=generator_from(1), dtype=torch.float64)
-    es = OpenAIES(theta, ESSettings(population=8, sigma=0.1), seed=5, generations=10)
+    es = make_es(theta, ES(population=8, sigma=0.1), seed=5, generations=10)
     for generation in (0, 7):
         for pair in range(4):
             eps = es.noise(generation, pair)
@@ -117,9 +129,9 @@ def test_antithetic_members_share_their_noise():
 
 
 def test_noise_is_a_function_of_seed_generation_and_pair():
-    settings = ESSettings(population=4, sigma=0.02)
-    a = OpenAIES(torch.zeros(30), settings, seed=9, generations=5)
-    b = OpenAIES(torch.ones(30), settings, seed=9, generations=5)
+    settings = ES(population=4, sigma=0.02)
+    a = make_es(torch.zeros(30), settings, seed=9, generations=5)
+    b = make_es(torch.ones(30), settings, seed=9, generations=5)
     # b draws lots of other noise first: regenerated noise must not depend on history
     for g in range(3):
         for p in range(5):
@@ -128,10 +140,10 @@ def test_noise_is_a_function_of_seed_generation_and_pair():
         assert torch.equal(a.noise(g, p), b.noise(g, p))
         direct = torch.randn(30, generator=generator_from(9, "es-noise", g, p))
         assert torch.equal(a.noise(g, p), direct)
-    other_seed = OpenAIES(torch.zeros(30), settings, seed=10, generations=5)
+    other_seed = make_es(torch.zeros(30), settings, seed=10, generations=5)
     assert not torch.allclose(a.noise(0, 0), other_seed.noise(0, 0))
     # the dtype of theta sets the dtype of the noise (float64 runs stay float64)
-    assert OpenAIES(torch.zeros(3, dtype=torch.float64), settings, 9, 5).noise(0, 0).dtype \
+    assert make_es(torch.zeros(3, dtype=torch.float64), settings, 9, 5).noise(0, 0).dtype \
         == torch.float64
 
 
@@ -153,12 +165,12 @@ def test_es_settings_validation(kwargs, message):
 
 
 def test_tell_rejects_wrong_population_and_foreign_checkpoints():
-    es = OpenAIES(torch.zeros(4), ESSettings(population=4), seed=0, generations=3)
+    es = make_es(torch.zeros(4), ES(population=4), seed=0, generations=3)
     with pytest.raises(ValueError, match="expected 4 fitness values"):
         es.tell(0, torch.zeros(6))
     state = es.state_dict()
-    for other in (OpenAIES(torch.zeros(4), ESSettings(population=4, lr=0.5), 0, 3),
-                  OpenAIES(torch.zeros(4), ESSettings(population=4), 1, 3)):
+    for other in (make_es(torch.zeros(4), ES(population=4, lr=0.5), 0, 3),
+                  make_es(torch.zeros(4), ES(population=4), 1, 3)):
         with pytest.raises(ValueError, match="different ES settings or seed"):
             other.load_state_dict(state)
 
@@ -166,9 +178,9 @@ def test_tell_rejects_wrong_population_and_foreign_checkpoints():
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])
 def test_schedules_hit_their_endpoints(schedule):
     generations = 11
-    settings = ESSettings(sigma=0.1, sigma_final=0.01, lr=0.2, lr_schedule=schedule,
+    settings = ES(sigma=0.1, sigma_final=0.01, lr=0.2, lr_schedule=schedule,
                           lr_final_ratio=0.05)
-    es = OpenAIES(torch.zeros(2), settings, seed=0, generations=generations)
+    es = make_es(torch.zeros(2), settings, seed=0, generations=generations)
     assert es.lr_at(0) == pytest.approx(0.2, abs=1e-15)
     assert es.lr_at(generations - 1) == pytest.approx(0.2 * 0.05, abs=1e-15)
     assert es.sigma_at(0) == pytest.approx(0.1, abs=1e-15)
@@ -185,14 +197,14 @@ def test_schedules_hit_their_endpoints(schedule):
     else:
         assert es.lr_at(0) - es.lr_at(1) == pytest.approx(es.lr_at(4) - es.lr_at(5))
 
-    constant = OpenAIES(torch.zeros(2), ESSettings(sigma=0.1, lr=0.2), 0, generations)
+    constant = make_es(torch.zeros(2), ES(sigma=0.1, lr=0.2), 0, generations)
     assert {constant.lr_at(g) for g in range(generations)} == {0.2}
     assert {constant.sigma_at(g) for g in range(generations)} == {0.1}
 
 
 def test_gradient_is_the_rank_weighted_antithetic_sum():
-    settings = ESSettings(population=6, sigma=0.3)
-    es = OpenAIES(torch.zeros(7, dtype=torch.float64), settings, seed=2, generations=4)
+    settings = ES(population=6, sigma=0.3)
+    es = make_es(torch.zeros(7, dtype=torch.float64), settings, seed=2, generations=4)
     fitness = torch.tensor([0.5, 2.0, -1.0, 3.0, 0.0, 1.0])
     ranks = centered_ranks(fitness)
     expected = sum((ranks[2 * k] - ranks[2 * k + 1]) * es.noise(1, k) for k in range(3))
@@ -202,9 +214,9 @@ def test_gradient_is_the_rank_weighted_antithetic_sum():
 
 def test_first_adam_step_moves_every_coordinate_by_lr_uphill():
     # Adam with bias correction: step 1 is lr * g / (|g| + eps) ~= lr * sign(g)
-    settings = ESSettings(population=4, sigma=0.1, lr=0.01)
+    settings = ES(population=4, sigma=0.1, lr=0.01)
     theta0 = torch.zeros(20, dtype=torch.float64)
-    es = OpenAIES(theta0, settings, seed=3, generations=2)
+    es = make_es(theta0, settings, seed=3, generations=2)
     pop = es.members(0, 0, 4)
     fitness = pop.sum(1)  # increases along the all-ones direction
     grad = es.tell(0, fitness)
@@ -222,10 +234,9 @@ def test_first_adam_step_moves_every_coordinate_by_lr_uphill():
 def test_es_minimises_a_quadratic(optimizer, lr):
     target = torch.linspace(-1, 1, 10, dtype=torch.float64)
     generations = 300
-    settings = ESSettings(population=20, sigma=0.1, lr=lr, optimizer=optimizer,
+    settings = ES(population=20, sigma=0.1, lr=lr, optimizer=optimizer,
                           lr_schedule="cosine", lr_final_ratio=0.1)
-    es = OpenAIES(torch.zeros(10, dtype=torch.float64), settings, seed=3,
-                  generations=generations)
+    es = make_es(torch.zeros(10, dtype=torch.float64), settings, seed=3, generations=generations)
     start = float((es.theta - target).norm())
     assert start > 1.9
     for generation in range(generations):
@@ -245,7 +256,7 @@ def _population(dtype: torch.dtype, gain: float = 2.0):
     layout = ParamLayout.of(model)
     # scaled-up weights so that every hidden layer spikes and the encoders matter
     theta = layout.flatten(dict(model.named_parameters())) * gain
-    es = OpenAIES(theta, ESSettings(population=6, sigma=0.1), seed=1, generations=10)
+    es = make_es(theta, ES(population=6, sigma=0.1), seed=1, generations=10)
     images = torch.rand(8, *TINY.input_shape, generator=generator_from(5), dtype=dtype)
     labels = torch.arange(8) % 10
     return es, layout, images, labels
@@ -349,12 +360,12 @@ def test_unknown_mode_and_spike_noise_are_rejected():
 @pytest.mark.parametrize(("encoder", "spike_noise"),
                          [("poisson", "per_member"), ("repeat", "shared")])
 def test_trajectory_is_independent_of_mode_and_chunk_size(tmp_path, encoder, spike_noise):
-    base = replace(TINY_RUN, generations=4, spike_noise=spike_noise)
+    es = replace(TINY_ES, generations=4, spike_noise=spike_noise)
     results = {}
-    for label, settings in [("chunk2", replace(base, chunk_size=2)),
-                            ("chunk4", replace(base, chunk_size=4)),
-                            ("sequential", replace(base, mode="sequential"))]:
-        results[label] = run(tmp_path, label, settings=settings, encoder=encoder)
+    for label, mode, chunk in [("chunk2", "chunked", 2), ("chunk4", "chunked", 4),
+                               ("sequential", "sequential", 4)]:
+        results[label] = run(tmp_path, label, es=es, mode=mode, encoder=encoder,
+                             execution=replace(TINY_EXEC, chunk_size=chunk))
     _, ref_rows, ref_theta = results["sequential"]
     assert not torch.equal(ref_theta, initial_theta())  # it trained
     for label in ("chunk2", "chunk4"):
@@ -370,6 +381,25 @@ def test_trajectory_is_independent_of_mode_and_chunk_size(tmp_path, encoder, spi
             assert row["grad_norm"] == pytest.approx(ref["grad_norm"], rel=1e-6)
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_execution_settings_change_no_result(tmp_path, rank, compiled_kernels):
+    """Chunk size, the fused (compiled, channels-last) path and the checkpoint interval are
+    speed settings: a run gives bit-identical weights, logs and metrics under any of them.
+    That is why they are Snakemake resources, not part of a run's spec (no rerun)."""
+    es = replace(TINY_ES, generations=4, rank=rank)
+    runs = [run(tmp_path, f"exec{i}", es=es, execution=execution) for i, execution in
+            enumerate([ExecutionSettings(chunk_size=2, fused=False, checkpoint_every=1),
+                       ExecutionSettings(chunk_size=6, fused=True, checkpoint_every=3),
+                       ExecutionSettings(chunk_size=4, fused=True, checkpoint_every=2)])]
+    ref_metrics, ref_rows, ref_theta = runs[0]
+    assert not torch.equal(ref_theta, initial_theta())  # it trained
+    for metrics, rows, theta in runs[1:]:
+        assert torch.equal(theta, ref_theta)
+        assert untimed(rows) == untimed(ref_rows)
+        assert {k: v for k, v in metrics.items() if k not in TIMING_KEYS} == \
+            {k: v for k, v in ref_metrics.items() if k not in TIMING_KEYS}
+
+
 # --------------------------------------------------------------------------------------
 # 5. Resume after a kill is bit-identical; foreign checkpoints are ignored
 # --------------------------------------------------------------------------------------
@@ -382,7 +412,7 @@ def clean_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clean_run(clean_folder):
-    """The reference: TINY_RUN uninterrupted (6 generations, checkpoint every 2)."""
+    """The reference: TINY_ES uninterrupted (6 generations, checkpoint every 2)."""
     return run(clean_folder, "clean")
 
 
@@ -449,7 +479,7 @@ def test_divergence_at_the_first_generation_writes_no_checkpoint(tmp_path):
     # sigma = 1e38: members overflow float32 (inf weights, inf * 0 = NaN) at generation 0
     with pytest.raises(ESDivergedError, match=r"generation 0: 6 of 6 members .*NaN") as info:
         run(tmp_path, "blowup", es=replace(TINY_ES, sigma=1e38),
-            settings=replace(TINY_RUN, checkpoint_every=1))
+            execution=replace(TINY_EXEC, checkpoint_every=1))
     assert "No checkpoint" in str(info.value)
     assert str(tmp_path / "blowup.pt") in str(info.value)
     assert not (tmp_path / "blowup.pt").exists()
@@ -524,11 +554,10 @@ def test_es_beats_chance_on_a_tiny_mnist_shaped_task(tmp_path):
     test_x, test_y = mnist_like(200, "test")
     subset = {"train_images": train_x, "train_labels": train_y,
               "test_images": test_x, "test_labels": test_y}
-    cfg = SNNConfig(input_shape=(1, 28, 28), channels=(4, 8), num_steps=4)
-    es = ESSettings(population=16, sigma=0.05, lr=0.03)
-    settings = RunSettings(generations=60, batch_size=32, eval_every=10, checkpoint_every=100,
-                           mode="chunked", chunk_size=16, eval_batch_size=200)
-    metrics, rows, _ = run_es(subset, cfg, es, settings, "repeat", 0, tmp_path / "mnist.pt",
+    cfg = SNNSettings(input_shape=(1, 28, 28), channels=(4, 8), num_steps=4)
+    es = ES(population=16, sigma=0.05, lr=0.03, generations=60, batch_size=32, eval_every=10)
+    metrics, rows, _ = run_es(subset, cfg, es, "repeat", 0, "chunked", tmp_path / "mnist.pt",
+                              ExecutionSettings(chunk_size=16, checkpoint_every=100),
                               progress=False)
     assert metrics["finished"]
     tested = [row["test_acc"] for row in rows if row["test_acc"] is not None]
@@ -548,8 +577,8 @@ def _low_rank_population(rank: int, dtype=torch.float64):
     model = make_snn(TINY, 0).to(dtype)
     layout = ParamLayout.of(model)
     theta = layout.flatten(dict(model.named_parameters())) * 2.0
-    es = OpenAIES(theta, ESSettings(population=6, sigma=0.1, rank=rank), seed=1,
-                  generations=10, shapes=layout.shapes)
+    es = make_es(theta, ES(population=6, sigma=0.1, rank=rank), seed=1, generations=10,
+                 shapes=layout.shapes)
     images = torch.rand(8, *TINY.input_shape, generator=generator_from(5), dtype=dtype)
     return es, layout, images, torch.arange(8) % 10
 
@@ -570,7 +599,7 @@ def test_low_rank_noise_has_the_stated_rank_and_scale():
     assert torch.equal(fresh.noise(0, 0), es.noise(0, 0))
     assert not torch.equal(es.noise(0, 1), es.noise(0, 0))
     with pytest.raises(ValueError, match="parameter shapes"):
-        OpenAIES(es.theta, ESSettings(population=4, rank=1), seed=0, generations=1)
+        make_es(es.theta, ES(population=4, rank=1), seed=0, generations=1)
 
 
 @pytest.mark.parametrize("fused", [False, True])
@@ -596,31 +625,31 @@ def test_layer_scaled_noise_is_relative_to_each_tensors_initial_std():
     model = make_snn(TINY, 0)
     layout = ParamLayout.of(model)
     theta = layout.flatten(dict(model.named_parameters()))
-    settings = ESSettings(population=4, sigma=0.1, noise_scale="layer")
-    es = OpenAIES(theta, settings, seed=1, generations=3, shapes=layout.shapes)
-    plain = OpenAIES(theta, ESSettings(population=4, sigma=0.1), seed=1, generations=3)
+    settings = ES(population=4, sigma=0.1, noise_scale="layer")
+    es = make_es(theta, settings, seed=1, generations=3, shapes=layout.shapes)
+    plain = make_es(theta, ES(population=4, sigma=0.1), seed=1, generations=3)
     initial = layout.unflatten(theta)
     delta = layout.unflatten(es.member(0, 0) - theta)
     plain_delta = layout.unflatten(plain.member(0, 0) - theta)
     for name in layout.names:  # same noise, multiplied by the tensor's initial std
         torch.testing.assert_close(delta[name], plain_delta[name] * initial[name].std())
     # the update is scaled the same way: sgd without momentum moves theta by lr * s_k * g
-    sgd = ESSettings(population=4, sigma=0.1, noise_scale="layer", optimizer="sgd",
+    sgd = ES(population=4, sigma=0.1, noise_scale="layer", optimizer="sgd",
                      momentum=0.0, lr=0.5)
-    es = OpenAIES(theta, sgd, seed=1, generations=3, shapes=layout.shapes)
+    es = make_es(theta, sgd, seed=1, generations=3, shapes=layout.shapes)
     fitness = torch.tensor([1.0, 0.0, 0.5, 2.0])
     grad = es.gradient(0, fitness)
     es.tell(0, fitness)
     torch.testing.assert_close(es.theta, theta + 0.5 * grad * es.scale)
     with pytest.raises(ValueError, match="parameter shapes"):
-        OpenAIES(theta, settings, seed=1, generations=3)
+        make_es(theta, settings, seed=1, generations=3)
 
 
 def test_layer_scaled_low_rank_chunks_match_the_sequential_evaluator():
     model = make_snn(TINY, 0).double()
     layout = ParamLayout.of(model)
     theta = layout.flatten(dict(model.named_parameters())) * 2.0
-    es = OpenAIES(theta, ESSettings(population=4, sigma=0.5, rank=2, noise_scale="layer"),
+    es = make_es(theta, ES(population=4, sigma=0.5, rank=2, noise_scale="layer"),
                   seed=1, generations=3, shapes=layout.shapes)
     images = torch.rand(8, *TINY.input_shape, generator=generator_from(5), dtype=torch.float64)
     labels = torch.arange(8) % 10

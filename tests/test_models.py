@@ -10,22 +10,15 @@ import snntorch as snn
 import torch
 
 from snn_es.encoders import ENCODERS, encode, generator_from
-from snn_es.models import (
-    SNN,
-    BaselineCNN,
-    SNNConfig,
-    _lif_scan,
-    _spike_fn,
-    make_snn,
-    snn_functional_forward,
-    spike_rates,
-)
+from snn_es.lif import lif_scan, spike_fn
+from snn_es.models import SNN, BaselineCNN, make_snn, snn_functional_forward, spike_rates
+from snn_es.settings import SNNSettings
 
 CIFAR = (3, 32, 32)
 MNIST = (1, 28, 28)
 
 
-def active_snn(cfg: SNNConfig, seed: int = 0, gain: float = 3.0) -> SNN:
+def active_snn(cfg: SNNSettings, seed: int = 0, gain: float = 3.0) -> SNN:
     """A float64 SNN whose weights are scaled up so every layer spikes on random inputs."""
     model = make_snn(cfg, seed).double()
     with torch.no_grad():
@@ -54,38 +47,38 @@ def assert_same_outputs(a, b) -> None:
 
 
 def test_config_normalises_lists_and_rejects_bad_values():
-    cfg = SNNConfig(input_shape=[1, 28, 28], channels=[8, 16])
+    cfg = SNNSettings(input_shape=[1, 28, 28], channels=[8, 16])
     assert cfg.input_shape == MNIST and cfg.channels == (8, 16)
     assert cfg.feature_shape == (16, 7, 7)
     assert cfg.layer_names == ("lif1", "lif2", "lif_out")
-    assert SNNConfig(surrogate="fast_sigmoid").slope == 25.0
+    assert SNNSettings(surrogate="fast_sigmoid").slope == 25.0
     with pytest.raises(ValueError, match="reset_mechanism"):
-        SNNConfig(reset_mechanism="none")
+        SNNSettings(reset_mechanism="none")
     with pytest.raises(ValueError, match="readout"):
-        SNNConfig(readout="rate")
+        SNNSettings(readout="rate")
     with pytest.raises(ValueError, match="odd"):
-        SNNConfig(kernel_size=4)
+        SNNSettings(kernel_size=4)
     with pytest.raises(ValueError, match="too small"):
-        SNNConfig(input_shape=(1, 3, 3), channels=(4, 4))
+        SNNSettings(input_shape=(1, 3, 3), channels=(4, 4))
 
 
 @pytest.mark.parametrize("readout", ["membrane", "spike_count"])
 @pytest.mark.parametrize(("shape", "side"), [(CIFAR, 32), (MNIST, 28)])
 def test_default_snn_shapes(shape, side, readout):
-    cfg = SNNConfig(input_shape=shape, readout=readout, num_steps=2)
+    cfg = SNNSettings(input_shape=shape, readout=readout, num_steps=2)
     model = make_snn(cfg, 0)
     x = encode("poisson", random_images(shape, batch=3).float(), 2, generator_from(0))
     with torch.no_grad():
         for logits, records in (model(x), snn_functional_forward(params_of(model), x, cfg)):
             assert logits.shape == (3, 10)
-            assert records["lif1"].shape == (2, 3, 32, side // 2, side // 2)
-            assert records["lif2"].shape == (2, 3, 64, side // 4, side // 4)
+            assert records["lif1"].shape == (2, 3, 16, side // 2, side // 2)
+            assert records["lif2"].shape == (2, 3, 32, side // 4, side // 4)
             assert records["lif_out"].shape == (2, 3, 10)
     assert set(spike_rates(records)) == {"lif1", "lif2", "lif_out"}
 
 
 def test_parameter_names_are_the_functional_keys():
-    model = make_snn(SNNConfig(channels=(4, 8, 8)), 0)
+    model = make_snn(SNNSettings(channels=(4, 8, 8)), 0)
     assert list(dict(model.named_parameters())) == [
         "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
         "conv3.weight", "conv3.bias", "fc.weight", "fc.bias",
@@ -105,7 +98,7 @@ def test_spike_rates_are_means_per_layer():
 
 
 def test_make_snn_is_seeded_and_leaves_the_global_rng_alone():
-    cfg = SNNConfig(input_shape=MNIST, channels=(2, 4))
+    cfg = SNNSettings(input_shape=MNIST, channels=(2, 4))
     state = torch.get_rng_state()
     a, b, c = make_snn(cfg, 1), make_snn(cfg, 1), make_snn(cfg, 2)
     assert torch.equal(torch.get_rng_state(), state)
@@ -119,7 +112,7 @@ def test_make_snn_is_seeded_and_leaves_the_global_rng_alone():
 @pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
 def test_lif_scan_matches_snntorch_leaky(reset):
     # beta = 0.9 is not a float32 number: the twin must round it like snnTorch's buffer
-    cfg = SNNConfig(beta=0.9, threshold=0.7)
+    cfg = SNNSettings(beta=0.9, threshold=0.7)
     currents = torch.randn(12, 5, 7, generator=generator_from(3), dtype=torch.float64)
     leaky = snn.Leaky(beta=0.9, threshold=0.7, reset_mechanism=reset).double()
     mem, spikes, mems = torch.zeros_like(currents[0]), [], []
@@ -128,7 +121,7 @@ def test_lif_scan_matches_snntorch_leaky(reset):
         spikes.append(spk.double())
         mems.append(mem)
     beta, threshold = float(torch.tensor(0.9)), float(torch.tensor(0.7))
-    got_spikes, got_mems = _lif_scan(currents, beta, threshold, reset, _spike_fn(cfg))
+    got_spikes, got_mems = lif_scan(currents, beta, threshold, reset, spike_fn(cfg))
     assert torch.equal(got_spikes, torch.stack(spikes))
     assert torch.equal(got_mems, torch.stack(mems))
     assert 0 < got_spikes.mean() < 1
@@ -137,11 +130,11 @@ def test_lif_scan_matches_snntorch_leaky(reset):
 def test_spike_is_reset_on_the_next_step():
     # snnTorch semantics: spk[t] = H(mem[t] - thr) (strict), the reset uses mem[t-1]
     currents = torch.tensor([[1.5], [0.0], [1.0], [0.0]], dtype=torch.float64)
-    spike = _spike_fn(SNNConfig())
-    spikes, mems = _lif_scan(currents, 0.5, 1.0, "subtract", spike)
+    spike = spike_fn(SNNSettings())
+    spikes, mems = lif_scan(currents, 0.5, 1.0, "subtract", spike)
     assert spikes.flatten().tolist() == [1, 0, 0, 0]  # mem == thr (step 2) does not spike
     assert mems.flatten().tolist() == [1.5, -0.25, 0.875, 0.4375]
-    spikes, mems = _lif_scan(currents, 0.5, 1.0, "zero", spike)
+    spikes, mems = lif_scan(currents, 0.5, 1.0, "zero", spike)
     assert mems.flatten().tolist() == [1.5, 0.0, 1.0, 0.5]
 
 
@@ -152,7 +145,7 @@ def test_spike_is_reset_on_the_next_step():
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
 @pytest.mark.parametrize("shape", [CIFAR, MNIST], ids=["cifar", "mnist"])
 def test_functional_equals_snntorch_for_every_encoder(shape, reset, readout):
-    cfg = SNNConfig(
+    cfg = SNNSettings(
         input_shape=shape, channels=(4, 8), num_steps=6, reset_mechanism=reset, readout=readout
     )
     model = active_snn(cfg)
@@ -168,7 +161,7 @@ def test_functional_equals_snntorch_for_every_encoder(shape, reset, readout):
 
 def test_functional_equals_snntorch_in_float32():
     # the dtype ES runs in; conv rounding may differ, but not enough to flip a spike here
-    cfg = SNNConfig(input_shape=CIFAR, channels=(4, 8), num_steps=6, readout="spike_count")
+    cfg = SNNSettings(input_shape=CIFAR, channels=(4, 8), num_steps=6, readout="spike_count")
     model = active_snn(cfg).float()
     x = encode("poisson", random_images(CIFAR).float(), 6, generator_from(5))
     with torch.no_grad():
@@ -182,7 +175,7 @@ def test_functional_equals_snntorch_in_float32():
 
 @pytest.mark.parametrize("shape", [CIFAR, MNIST], ids=["cifar", "mnist"])
 def test_static_input_equals_repeated_input(shape):
-    cfg = SNNConfig(input_shape=shape, channels=(2, 4), num_steps=4)
+    cfg = SNNSettings(input_shape=shape, channels=(2, 4), num_steps=4)
     params = params_of(active_snn(cfg))
     images = random_images(shape, batch=3)
     with torch.no_grad():
@@ -192,7 +185,7 @@ def test_static_input_equals_repeated_input(shape):
 
 
 def test_vmap_over_stacked_parameters_equals_separate_calls():
-    cfg = SNNConfig(input_shape=MNIST, channels=(2, 4), num_steps=4, readout="spike_count")
+    cfg = SNNSettings(input_shape=MNIST, channels=(2, 4), num_steps=4, readout="spike_count")
     members = [params_of(active_snn(cfg, seed=s)) for s in range(3)]
     stacked = {name: torch.stack([m[name] for m in members]) for name in members[0]}
     x = encode("poisson", random_images(MNIST), 4, generator_from(9))
@@ -204,7 +197,7 @@ def test_vmap_over_stacked_parameters_equals_separate_calls():
 
 
 def test_vmap_with_static_input_and_per_member_inputs():
-    cfg = SNNConfig(input_shape=MNIST, channels=(2, 4), num_steps=3)
+    cfg = SNNSettings(input_shape=MNIST, channels=(2, 4), num_steps=3)
     members = [params_of(active_snn(cfg, seed=s)) for s in range(2)]
     stacked = {name: torch.stack([m[name] for m in members]) for name in members[0]}
     images = torch.stack([random_images(MNIST, seed=s) for s in range(2)])
@@ -217,7 +210,7 @@ def test_vmap_with_static_input_and_per_member_inputs():
 
 @pytest.mark.parametrize("surrogate", ["atan", "fast_sigmoid"])
 def test_functional_surrogate_gradient_equals_snntorch_bptt(surrogate):
-    cfg = SNNConfig(
+    cfg = SNNSettings(
         input_shape=MNIST, channels=(2, 4), num_steps=4, surrogate=surrogate, readout="spike_count"
     )
     model = active_snn(cfg)
@@ -236,7 +229,7 @@ def test_functional_surrogate_gradient_equals_snntorch_bptt(surrogate):
 
 
 def test_snn_forward_is_stateless_and_copyable():
-    cfg = SNNConfig(input_shape=MNIST, channels=(2, 4), num_steps=3)
+    cfg = SNNSettings(input_shape=MNIST, channels=(2, 4), num_steps=3)
     model = active_snn(cfg)
     x = encode("deterministic", random_images(MNIST), 3)
     first = model(x)
@@ -248,7 +241,7 @@ def test_snn_forward_is_stateless_and_copyable():
 
 def test_a_failing_compiler_falls_back_to_eager_with_one_warning(monkeypatch):
     """No C++ compiler or an unsupported platform: the fused path still runs, eagerly."""
-    from snn_es import models
+    from snn_es import lif
 
     def broken_compile(fn, **_):
         def run(*args):
@@ -256,15 +249,15 @@ def test_a_failing_compiler_falls_back_to_eager_with_one_warning(monkeypatch):
         return run
 
     monkeypatch.setenv("SNN_ES_COMPILE", "1")
-    monkeypatch.setattr(models, "_COMPILED", {})
-    monkeypatch.setattr(models.torch, "compile", broken_compile)
+    monkeypatch.setattr(lif, "_COMPILED", {})
+    monkeypatch.setattr(lif.torch, "compile", broken_compile)
     conv_out = torch.randn(4 * 3, 2, 6, 6, generator=torch.Generator().manual_seed(0))
-    cfg = models.SNNConfig(input_shape=(1, 6, 6), channels=(2,), num_steps=4)
-    expected = models.pool_lif(conv_out, 4, cfg, static=False, fused=False)
+    cfg = SNNSettings(input_shape=(1, 6, 6), channels=(2,), num_steps=4)
+    expected = lif.pool_lif(conv_out, cfg, static=False, fused=False)
     with pytest.warns(RuntimeWarning, match="torch.compile of _pool_lif failed"):
-        first = models.pool_lif(conv_out, 4, cfg, static=False, fused=True)
+        first = lif.pool_lif(conv_out, cfg, static=False, fused=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the fallback is remembered: no second warning
-        second = models.pool_lif(conv_out, 4, cfg, static=False, fused=True)
+        second = lif.pool_lif(conv_out, cfg, static=False, fused=True)
     assert torch.equal(first, expected) and torch.equal(second, expected)
     assert expected.shape == (4, 3, 2, 3, 3) and 0 < float(expected.mean()) < 1

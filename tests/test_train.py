@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from snn_es.encoders import generator_from
-from snn_es.models import SNNConfig
+from snn_es.models import SNNSettings
 from snn_es.train import TrainSettings, evaluate, train_cnn, train_snn_bptt
 
 SHAPE = (1, 8, 8)
@@ -67,7 +67,7 @@ def test_train_cnn_lowers_the_loss_and_is_reproducible(data):
 
 @pytest.mark.parametrize("encoder", ["poisson", "repeat"])
 def test_train_snn_bptt_lowers_the_loss_and_is_reproducible(data, encoder):
-    cfg = SNNConfig(input_shape=SHAPE, num_classes=2, channels=(4, 8), num_steps=4)
+    cfg = SNNSettings(input_shape=SHAPE, num_classes=2, channels=(4, 8), num_steps=4)
     settings = TrainSettings(epochs=3, batch_size=16, lr=1e-2)
     untrained, _ = train_snn_bptt(
         *data, cfg, TrainSettings(epochs=0), seed=0, encoder=encoder, progress=False
@@ -82,9 +82,9 @@ def test_train_snn_bptt_lowers_the_loss_and_is_reproducible(data, encoder):
 
 
 def test_train_snn_bptt_checks_its_inputs(data):
-    cfg = SNNConfig(input_shape=SHAPE, num_classes=2, channels=(4, 8), num_steps=4)
+    cfg = SNNSettings(input_shape=SHAPE, num_classes=2, channels=(4, 8), num_steps=4)
     with pytest.raises(ValueError, match="valid encoders"):
         train_snn_bptt(*data, cfg, TrainSettings(epochs=1), seed=0, encoder="rate")
-    wrong = SNNConfig(input_shape=(3, 8, 8), num_classes=2, channels=(4, 8))
+    wrong = SNNSettings(input_shape=(3, 8, 8), num_classes=2, channels=(4, 8))
     with pytest.raises(ValueError, match="input_shape"):
         train_snn_bptt(*data, wrong, TrainSettings(epochs=1), seed=0, progress=False)

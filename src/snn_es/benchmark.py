@@ -13,17 +13,16 @@ Rows (member-sample evaluations per second; one evaluation = one image through T
 ``flops_share``: the network's nominal FLOPs (every conv and linear layer at every step) per
 second, as a share of a large float32 matmul's FLOP/s measured in the same run.
 
-Run ``python -m snn_es.benchmark --help``.
+Run it with ``make benchmark`` (rule ``benchmark``, settings in the config's ``benchmark``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from typing import Any, Callable
 
 import pandas as pd
@@ -32,14 +31,13 @@ import torch
 from snn_es.encoders import encode
 from snn_es.es.evaluate import PopulationTask, evaluate_population
 from snn_es.es.params import ParamLayout
-from snn_es.es.strategy import ESSettings, OpenAIES
-from snn_es.models import SNNConfig, make_snn, snn_functional_forward
+from snn_es.es.strategy import OpenAIES
+from snn_es.models import make_snn, snn_functional_forward
 from snn_es.seeding import generator_from
+from snn_es.settings import ESSettings, SNNSettings
 
-SHAPES = {"cifar10": (3, 32, 32), "mnist": (1, 28, 28)}
 
-
-def network_flops(cfg: SNNConfig) -> float:
+def network_flops(cfg: SNNSettings) -> float:
     """Nominal FLOPs of one image through T steps (2 per multiply-add, convs and linear)."""
     channels_in, height, width = cfg.input_shape
     flops = 0.0
@@ -65,13 +63,11 @@ def matmul_flops_per_s(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / _time(lambda: a @ b, repeats)
 
 
-def _setup(dataset: str, channels: tuple[int, ...], steps: int, population: int, batch: int,
-           rank: int = 0):
-    cfg = SNNConfig(input_shape=SHAPES[dataset], channels=channels, num_steps=steps)
+def _setup(cfg: SNNSettings, population: int, batch: int, rank: int = 0):
     model = make_snn(cfg, 0)
     layout = ParamLayout.of(model)
     strategy = OpenAIES(layout.flatten(dict(model.named_parameters())),
-                        ESSettings(population=population, rank=rank), seed=0, generations=1,
+                        ESSettings(population=population, rank=rank, generations=1), seed=0,
                         shapes=layout.shapes)
     gen = generator_from(0, "benchmark-images")
     images = torch.rand(batch, *cfg.input_shape, generator=gen)
@@ -79,12 +75,11 @@ def _setup(dataset: str, channels: tuple[int, ...], steps: int, population: int,
     return cfg, model, layout, strategy, images, labels
 
 
-def measure(dataset: str, encoder: str, channels: tuple[int, ...], steps: int, population: int,
-            batch: int, chunk_sizes: list[int], repeats: int,
-            low_rank: int = 1) -> list[dict[str, Any]]:
-    cfg, model, layout, strategy, images, labels = _setup(dataset, channels, steps,
-                                                          population, batch)
-    low_rank_strategy = _setup(dataset, channels, steps, population, batch, low_rank)[3]
+def measure(dataset: str, cfg: SNNSettings, encoder: str, population: int, batch: int,
+            chunk_sizes: list[int], repeats: int, low_rank: int = 1) -> list[dict[str, Any]]:
+    cfg, model, layout, strategy, images, labels = _setup(cfg, population, batch)
+    low_rank_strategy = _setup(cfg, population, batch, low_rank)[3]
+    steps = cfg.num_steps
     task = PopulationTask(cfg, layout, encoder, seed=0, fused=True)
     eager = PopulationTask(cfg, layout, encoder, seed=0, fused=False)
     evals = population * batch
@@ -135,14 +130,15 @@ def measure(dataset: str, encoder: str, channels: tuple[int, ...], steps: int, p
     return out
 
 
-def peak_rss_mb(dataset: str, encoder: str, channels, steps, population, batch, chunk) -> float:
+def peak_rss_mb(cfg: SNNSettings, encoder: str, population, batch, chunk) -> float:
     """Peak resident memory of a fresh process that evaluates one chunked generation."""
     code = (
         "import torch\n"
         "from snn_es.benchmark import _setup\n"
         "from snn_es.es.evaluate import PopulationTask, evaluate_population\n"
-        f"cfg, m, layout, s, x, y = _setup({dataset!r}, {tuple(channels)!r}, {steps}, "
-        f"{population}, {batch})\n"
+        "from snn_es.settings import SNNSettings\n"
+        f"cfg, m, layout, s, x, y = _setup(SNNSettings(**{asdict(cfg)!r}), {population}, "
+        f"{batch})\n"
         f"task = PopulationTask(cfg, layout, {encoder!r}, 0, fused=True)\n"
         f"evaluate_population('chunked', s, 0, x, y, task, {chunk})\n"
         # VmHWM: this process's own peak (ru_maxrss would inherit the parent's across exec)
@@ -153,16 +149,19 @@ def peak_rss_mb(dataset: str, encoder: str, channels, steps, population, batch, 
     return int(result.stdout.strip().splitlines()[-1]) / 1024
 
 
-def run_benchmark(datasets: dict[str, tuple[int, ...]], encoders: list[str], steps: int,
-                  population: int, batch: int, chunk_sizes: list[int], repeats: int,
-                  memory_chunks: list[int], low_rank: int = 1) -> pd.DataFrame:
+def run_benchmark(networks: dict[str, SNNSettings], encoders: list[str], population: int,
+                  batch: int, chunk_sizes: list[int], repeats: int, memory_chunks: list[int],
+                  low_rank: int = 1) -> pd.DataFrame:
+    """Time every implementation for each dataset's network (``networks``: dataset name ->
+    its SNN, input shape and T included) and encoder."""
     torch.manual_seed(0)
     matmul = matmul_flops_per_s()
     rows = []
-    for dataset, channels in datasets.items():
+    for dataset, cfg in networks.items():
+        steps = cfg.num_steps
         for encoder in encoders:
-            part = measure(dataset, encoder, channels, steps, population, batch, chunk_sizes,
-                           repeats, low_rank)
+            part = measure(dataset, cfg, encoder, population, batch, chunk_sizes, repeats,
+                           low_rank)
             print(pd.DataFrame(part).to_string(), flush=True)
             base = next(r for r in part if r["implementation"] == "snntorch_loop")
             limit = next(r for r in part if r["implementation"] == "inference_limit")
@@ -175,40 +174,10 @@ def run_benchmark(datasets: dict[str, tuple[int, ...]], encoders: list[str], ste
                 rows.append({"implementation": f"chunked_peak_rss_chunk{chunk}",
                              "dataset": dataset, "encoder": encoder, "P": population,
                              "B": batch, "T": steps, "setting": chunk,
-                             "peak_rss_mb": peak_rss_mb(dataset, encoder, channels, steps,
-                                                        population, batch, chunk)})
+                             "peak_rss_mb": peak_rss_mb(cfg, encoder, population, batch,
+                                                        chunk)})
     frame = pd.DataFrame(rows)
     frame.insert(3, "device", "cpu")
     frame["threads"] = torch.get_num_threads()
     frame["matmul_gflops_per_s"] = matmul / 1e9
     return frame
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results/tables/throughput.csv")
-    parser.add_argument("--channels", default='{"cifar10": [16, 32], "mnist": [8, 16]}',
-                        help="JSON: dataset -> conv channels")
-    parser.add_argument("--encoders", nargs="+", default=["poisson", "repeat"])
-    parser.add_argument("--population", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--chunks", type=int, nargs="+", default=[4, 8, 16, 32])
-    parser.add_argument("--memory-chunks", type=int, nargs="*", default=[4, 32])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--low-rank", type=int, default=1, help="rank r of chunked_lowrank")
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    datasets = {k: tuple(v) for k, v in json.loads(args.channels).items()}
-    frame = run_benchmark(datasets, args.encoders, args.steps, args.population, args.batch,
-                          args.chunks, args.repeats, args.memory_chunks, args.low_rank)
-    from snn_es.report import write_csv
-
-    write_csv(frame, args.out)
-    print(frame.to_string())
-
-
-if __name__ == "__main__":
-    main()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from snn_es.encoders import encode, to_float
 from snn_es.errors import UserError
-from snn_es.models import SNNConfig, make_snn, spike_rates
+from snn_es.models import SNNSettings, make_snn, spike_rates
 from snn_es.seeding import generator_from, seed_from
 
 
@@ -19,7 +19,7 @@ class SNNCheckError(UserError, RuntimeError):
     """The network is broken: NaN outputs or a layer that never spikes."""
 
 
-def forward_check(images, labels, cfg: SNNConfig, encoder: str, seed: int,
+def forward_check(images, labels, cfg: SNNSettings, encoder: str, seed: int,
                   repeats: int = 3) -> dict[str, Any]:
     """Shapes, finite loss, input-dependent logits, spike rate per layer, time per forward."""
     model = make_snn(cfg, seed_from(seed, "init"))

@@ -1,7 +1,14 @@
-"""Config checking: the JSON schema first, then the cross-references a schema cannot express.
+"""The config: checking it, and expanding it into the runs it defines.
 
-Every problem becomes one ``ConfigError`` whose message is a single line naming the key and
-what is wrong, raised before any job runs.
+``check_config`` applies the JSON schema first, then the cross-references a schema cannot
+express, then expands every run. Every problem becomes one ``ConfigError`` whose message is a
+single line naming the key and what is wrong, raised before any job runs.
+
+``expand_runs`` is the one place where settings are merged: defaults (``snn_es.settings``)
+<- the ``snn`` / ``es`` sections <- the dataset's ``snn_overrides`` <- a grid entry's ``es``
+or a study's ``base`` and variant. Each run gets one canonical spec: every key present
+(defaults filled in), keys sorted, ``1`` and ``1.0`` alike. Jobs receive exactly that spec,
+so reordering the config or writing a default out changes nothing and reruns nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from typing import Any
 import yaml
 
 from snn_es.errors import UserError
+from snn_es.settings import ESSettings, ExecutionSettings, SNNSettings, canonical
 
 ENCODERS = ("poisson", "deterministic", "repeat", "latency")
 GRID_KEYS = ("datasets", "encoders", "subsets", "modes", "seeds")
@@ -57,38 +65,8 @@ def check_config(config: dict[str, Any], schema_path: str | os.PathLike) -> dict
             raise ConfigError(" ".join(str(exc).split())) from None
         raise ConfigError(_schema_error_line(error)) from None
     check_cross_references(config)
-    check_grid_overrides(config, schema_path)
+    expand_runs(config)  # every run's merged settings must be valid, too
     return config
-
-
-def check_grid_overrides(config: dict[str, Any], schema_path: str | os.PathLike) -> None:
-    """Each ES grid entry's `es` changes, merged into `es`, must satisfy the `es` schema."""
-    import jsonschema
-
-    with open(schema_path) as handle:
-        schema = yaml.safe_load(handle)
-    es_schema = {**schema["properties"]["es"], "definitions": schema["definitions"]}
-    snn_schema = {**schema["properties"]["snn"], "definitions": schema["definitions"]}
-    changes = [(f"config.es_grid.{i}.es", es_schema, config["es"], grid.get("es", {}))
-               for i, grid in enumerate(config.get("es_grid", []))]
-    for i, study in enumerate(config.get("ablation") or []):
-        base = study.get("base") or {}
-        where = f"config.ablation.{i}"
-        changes.append((f"{where}.base.es", es_schema, config["es"], base.get("es", {})))
-        changes.append((f"{where}.base.snn", snn_schema, config["snn"], base.get("snn", {})))
-        for name, variant in study["variants"].items():
-            variant = variant or {}
-            changes.append((f"{where}.variants.{name}.es", es_schema,
-                            {**config["es"], **base.get("es", {})}, variant.get("es", {})))
-            changes.append((f"{where}.variants.{name}.snn", snn_schema,
-                            {**config["snn"], **base.get("snn", {})}, variant.get("snn", {})))
-    for where, part_schema, defaults, change in changes:
-        merged = {**defaults, **change}
-        error = jsonschema.exceptions.best_match(
-            jsonschema.Draft202012Validator(part_schema).iter_errors(merged))
-        if error is not None:
-            key = ".".join(str(p) for p in error.absolute_path)
-            raise ConfigError(f"{where}.{key}: {error.message}")
 
 
 def check_cross_references(config: dict[str, Any]) -> None:
@@ -162,3 +140,97 @@ def check_diagnostics(config: dict[str, Any]) -> None:
         if section.get(key, 0) > train:
             raise ConfigError(f"config.diagnostics.{key}: {section[key]} is larger than the "
                               f"{train} training images of subset '{subset}'")
+
+
+# --------------------------------------------------------------------------------------
+# Runs: the config expanded into one canonical spec per ES run
+# --------------------------------------------------------------------------------------
+
+
+def canonical_json(value: Any) -> Any:
+    """``value`` with every mapping's keys sorted, recursively (a job's params compare by
+    their repr, which follows insertion order)."""
+    if isinstance(value, dict):
+        return {str(k): canonical_json(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, (list, tuple)):
+        return [canonical_json(v) for v in value]
+    return value
+
+
+def _settings(cls, where: str, *layers: dict[str, Any] | None) -> dict[str, Any]:
+    """``cls``'s defaults updated by each layer in turn, as a canonical dict."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer or {})
+    try:
+        return canonical(cls(**merged))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def snn_settings(config: dict[str, Any], dataset: str, *changes: dict[str, Any] | None,
+                 where: str = "config.snn") -> dict[str, Any]:
+    """The canonical ``snn`` of ``dataset``: the section, its overrides, then ``changes``."""
+    return _settings(SNNSettings, where, config.get("snn"),
+                     config.get("snn_overrides", {}).get(dataset), *changes)
+
+
+def es_settings(config: dict[str, Any], *changes: dict[str, Any] | None,
+                where: str = "config.es") -> dict[str, Any]:
+    """The canonical ``es``: the section, then ``changes``."""
+    return _settings(ESSettings, where, config.get("es"), *changes)
+
+
+def execution_settings(config: dict[str, Any]) -> ExecutionSettings:
+    """How fast runs go (never part of a spec)."""
+    try:
+        return ExecutionSettings(**(config.get("execution") or {}))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"config.execution: {error}") from None
+
+
+def run_spec(dataset: str, encoder: str, subset: str, mode: str, seed: int,
+             snn: dict[str, Any], es: dict[str, Any]) -> dict[str, Any]:
+    return canonical_json({"dataset": dataset, "encoder": encoder, "subset": subset,
+                           "mode": mode, "seed": int(seed), "snn": snn, "es": es})
+
+
+def grid_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ES grid: ``es/{dataset}/{encoder}/{subset}/{mode}/seed{seed}`` -> spec."""
+    runs = {}
+    for i, grid in enumerate(config.get("es_grid", [])):
+        es = es_settings(config, grid.get("es"), where=f"config.es_grid.{i}.es")
+        for dataset, encoder, subset, mode, seed in itertools.product(
+                *(grid[k] for k in GRID_KEYS)):
+            snn = snn_settings(config, dataset, where=f"config.snn_overrides.{dataset}")
+            runs[f"es/{dataset}/{encoder}/{subset}/{mode}/seed{seed}"] = run_spec(
+                dataset, encoder, subset, mode, seed, snn, es)
+    return runs
+
+
+def study_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ablation studies: ``ablation/{study}/{variant}`` -> spec (chunked ES runs)."""
+    runs = {}
+    for i, study in enumerate(config.get("ablation") or []):
+        base = study.get("base") or {}
+        for name, variant in study["variants"].items():
+            variant, where = variant or {}, f"config.ablation.{i}.variants.{name}"
+            snn = snn_settings(config, study["dataset"], base.get("snn"), variant.get("snn"),
+                               where=f"{where}.snn")
+            es = es_settings(config, base.get("es"), variant.get("es"), where=f"{where}.es")
+            runs[f"ablation/{study['study']}/{name}"] = run_spec(
+                study["dataset"], variant.get("encoder", study["encoder"]), study["subset"],
+                "chunked", study["seed"], snn, es)
+    return runs
+
+
+def study_labels(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What the ablation table says of each study run: study, variant and its changes."""
+    return {f"ablation/{study['study']}/{name}": canonical_json(
+                {"study": study["study"], "variant": name, "changes": variant or {}})
+            for study in config.get("ablation") or [] for name, variant in study["variants"].items()}
+
+
+def expand_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every ES run the config defines: run id (its folder under ``results/``) -> spec."""
+    return {**grid_runs(config), **study_runs(config)}

@@ -179,19 +179,20 @@ ABLATION_COLUMNS = ["study", "variant", "changes", "dataset", "encoder", "genera
                     "best_test_acc", "final_train_acc", "wall_s"]
 
 
-def ablation_table(metrics_paths: Iterable[str]) -> pd.DataFrame:
-    """One row per ablation variant (``results/ablation/{study}/{variant}/metrics.json``), in
-    the order given (the config's): what changed, the budget, the accuracies, the wall time."""
+def ablation_table(metrics_paths: Iterable[str],
+                   labels: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per ablation variant, in the order given (the config's): what changed, the
+    budget, the accuracies, the wall time. ``labels[path]`` holds the run's study, variant
+    and changes; its metrics file holds its spec (``config``) and results."""
     rows = []
     for path in metrics_paths:
-        m = _json(path)
+        m, label = _json(path), labels[str(path)]
         config = m["config"]
-        study, variant = Path(path).parts[-3:-1]
         rows.append({
-            "study": study,
-            "variant": variant,
-            "changes": json.dumps(config.get("changes") or {}, sort_keys=True),
-            "dataset": config["run"]["dataset"],
+            "study": label["study"],
+            "variant": label["variant"],
+            "changes": json.dumps(label["changes"], sort_keys=True),
+            "dataset": config["dataset"],
             "encoder": config["encoder"],
             "generations": m["generations"],
             "population": config["es"]["population"],

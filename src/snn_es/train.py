@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from snn_es.encoders import ENCODERS, encode, to_float
 from snn_es.io import atomic_write_json, atomic_write_text
-from snn_es.models import BaselineCNN, SNNConfig, make_snn, seeded_init
+from snn_es.models import BaselineCNN, SNNSettings, make_snn, seeded_init
 from snn_es.seeding import generator_from, seed_from
 
 Tensor = torch.Tensor
@@ -216,7 +216,7 @@ def train_snn_bptt(
     train_y: Tensor,
     test_x: Tensor,
     test_y: Tensor,
-    cfg: SNNConfig,
+    cfg: SNNSettings,
     settings: TrainSettings,
     seed: int,
     encoder: str = "poisson",
@@ -233,7 +233,7 @@ def train_snn_bptt(
         raise ValueError(f"unknown encoder {encoder!r}; valid encoders: {valid}")
     if tuple(train_x.shape[1:]) != cfg.input_shape:
         raise ValueError(
-            f"images have shape {tuple(train_x.shape[1:])} but SNNConfig.input_shape is "
+            f"images have shape {tuple(train_x.shape[1:])} but SNNSettings.input_shape is "
             f"{cfg.input_shape}"
         )
     model = make_snn(cfg, seed_from(seed, "init")).to(settings.device)

@@ -1,39 +1,35 @@
-# ES ablation (config section `ablation`): studies of one ES run per variant, all variants
-# of a study on the same dataset, encoder, subset and seed; each variant changes `es`,
-# `snn` or the encoder of the study's base run.
+# ES ablation (config section `ablation`): studies of one chunked ES run per variant, all
+# variants of a study on the same dataset, subset and seed; each variant changes `es`,
+# `snn` or the encoder of the study's base. Study runs are ES runs (rule run_es).
+
+from snn_es.config import study_labels
+
+STUDY_RUNS = {run: spec for run, spec in RUNS.items() if run.startswith("ablation/")}
 
 
-rule run_ablation:
-    input:
-        subset=ablation_subset,
-        manifest=ablation_subset_manifest,
-        code=library(
-            "data",
-            "subsets",
-            "encoders",
-            "models",
-            "es/__init__",
-            "es/params",
-            "es/strategy",
-            "es/population",
-            "es/evaluate",
-            "es/run",
-        ),
-    output:
-        log_csv="results/ablation/{study}/{variant}/log.csv",
-        metrics="results/ablation/{study}/{variant}/metrics.json",
-        params="results/ablation/{study}/{variant}/params.pt",
+use rule run_es as run_ablation with:
     log:
-        "logs/run_ablation/{study}/{variant}.log",
-    conda:
-        "../../envs/snn-es.yaml"
-    params:
-        snn=ablation_snn,
-        es=ablation_es,
-        run=ablation_run,
-        changes=ablation_changes,
-    script:
-        "../scripts/run_ablation.py"
+        "logs/run_ablation/{run}.log",
+    wildcard_constraints:
+        run=id_pattern(STUDY_RUNS),
+
+
+def ablation_targets():
+    return [rules.run_ablation.output.metrics.format(run=run) for run in STUDY_RUNS]
+
+
+def ablation_labels():
+    """metrics file -> {study, variant, changes}: what the ablation table says of a run."""
+    return {
+        rules.run_ablation.output.metrics.format(run=run): label
+        for run, label in study_labels(config).items()
+    }
+
+
+def ablation_outputs():
+    if not STUDY_RUNS:
+        return []
+    return [str(path) for path in rules.aggregate_ablation.output]
 
 
 rule aggregate_ablation:
@@ -55,6 +51,8 @@ rule aggregate_ablation:
         "logs/aggregate_ablation.log",
     conda:
         "../../envs/snn-es.yaml"
+    params:
+        labels=ablation_labels(),
     script:
         "../scripts/aggregate_ablation.py"
 

@@ -1,12 +1,50 @@
+# ES runs. The config expands once into run id -> canonical spec (snn_es.config); the run id
+# is the run's folder under results/. One rule and one job script serve every run: the grid
+# here, the studies (ablation.smk) through `use rule run_es as ... with:`.
+
+from snn_es.config import execution_settings, expand_runs
+
+RUNS = expand_runs(config)
+GRID_RUNS = {run: spec for run, spec in RUNS.items() if run.startswith("es/")}
+EXECUTION = execution_settings(config)
+ES_MODES = ("sequential", "chunked")
+
+
+def run_spec(wildcards):
+    """The run's canonical spec: dataset, encoder, subset, mode, seed, snn, es."""
+    return RUNS[wildcards.run]
+
+
+def run_subset(wildcards):
+    spec = RUNS[wildcards.run]
+    return {
+        "subset": rules.materialize_subset.output.tensors.format(**spec),
+        "manifest": rules.materialize_subset.output.manifest.format(**spec),
+    }
+
+
+def es_targets(modes=ES_MODES, datasets=None, encoders=None, subsets=None):
+    """Metrics files of the ES grid, optionally filtered (for the Makefile targets)."""
+    return sorted(
+        rules.run_es.output.metrics.format(run=run)
+        for run, spec in GRID_RUNS.items()
+        if spec["mode"] in modes
+        and (datasets is None or spec["dataset"] in datasets)
+        and (encoders is None or spec["encoder"] in encoders)
+        and (subsets is None or spec["subset"] in subsets)
+    )
+
+
 rule run_es:
     input:
-        subset=rules.materialize_subset.output.tensors,
-        manifest=rules.materialize_subset.output.manifest,
+        unpack(run_subset),
         code=library(
             "data",
             "subsets",
             "encoders",
+            "settings",
             "models",
+            "lif",
             "es/__init__",
             "es/params",
             "es/strategy",
@@ -15,16 +53,22 @@ rule run_es:
             "es/run",
         ),
     output:
-        log_csv="results/es/{dataset}/{encoder}/{subset}/{mode}/seed{seed}/log.csv",
-        metrics="results/es/{dataset}/{encoder}/{subset}/{mode}/seed{seed}/metrics.json",
-        params="results/es/{dataset}/{encoder}/{subset}/{mode}/seed{seed}/params.pt",
+        log_csv="results/{run}/log.csv",
+        metrics="results/{run}/metrics.json",
+        params="results/{run}/params.pt",
     log:
-        "logs/run_es/{dataset}/{encoder}/{subset}/{mode}/seed{seed}.log",
+        "logs/run_es/{run}.log",
+    wildcard_constraints:
+        run=id_pattern(GRID_RUNS),
     conda:
         "../../envs/snn-es.yaml"
     params:
-        snn=snn_settings,
-        es=es_settings,
+        spec=run_spec,
+    resources:
+        # speed only, never results: resources are no rerun trigger
+        chunk_size=EXECUTION.chunk_size,
+        fused=int(EXECUTION.fused),
+        checkpoint_every=EXECUTION.checkpoint_every,
     script:
         "../scripts/run_es.py"
 

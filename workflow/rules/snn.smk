@@ -1,7 +1,42 @@
+# Backprop references and checks: the baseline CNN, the SNN forward check, and the SNN
+# trained by surrogate-gradient BPTT.
+
+
+def dataset_snn(wildcards):
+    """The canonical `snn` of the dataset (the section with the dataset's overrides)."""
+    return snn_settings(config, wildcards.dataset)
+
+
+def forward_check_subset(wildcards):
+    """The forward check reads test images of the first configured subset."""
+    return rules.materialize_subset.output.tensors.format(
+        dataset=wildcards.dataset, subset=SUBSETS[0]
+    )
+
+
+def cnn_targets():
+    return expand(rules.train_cnn.output.metrics, dataset=DATASETS, subset=SUBSETS)
+
+
+def forward_check_targets():
+    return expand(
+        rules.snn_forward_check.output.report, dataset=DATASETS, encoder=ENCODERS
+    )
+
+
+def bptt_targets():
+    return expand(
+        rules.train_snn_bptt.output.metrics,
+        dataset=DATASETS,
+        encoder=ENCODERS,
+        subset=SUBSETS,
+    )
+
+
 rule train_cnn:
     input:
         subset=rules.materialize_subset.output.tensors,
-        code=library("data", "subsets", "encoders", "models", "train"),
+        code=library("data", "subsets", "encoders", "settings", "lif", "models", "train"),
     output:
         metrics="results/baselines/cnn/{dataset}/{subset}/metrics.json",
         epochs="results/baselines/cnn/{dataset}/{subset}/epochs.csv",
@@ -10,7 +45,7 @@ rule train_cnn:
     conda:
         "../../envs/snn-es.yaml"
     params:
-        train=config["cnn"],
+        train=section("cnn"),
         seed=config["seed"],
     script:
         "../scripts/train_cnn.py"
@@ -19,7 +54,7 @@ rule train_cnn:
 rule snn_forward_check:
     input:
         subset=forward_check_subset,
-        code=library("data", "subsets", "encoders", "models", "checks"),
+        code=library("data", "subsets", "encoders", "settings", "lif", "models", "checks"),
     output:
         report="results/checks/{dataset}/{encoder}.json",
     log:
@@ -27,8 +62,8 @@ rule snn_forward_check:
     conda:
         "../../envs/snn-es.yaml"
     params:
-        snn=snn_settings,
-        batch_size=config["forward_check"]["batch_size"],
+        snn=dataset_snn,
+        batch_size=section("forward_check")["batch_size"],
         seed=config["seed"],
     script:
         "../scripts/snn_forward_check.py"
@@ -37,7 +72,7 @@ rule snn_forward_check:
 rule train_snn_bptt:
     input:
         subset=rules.materialize_subset.output.tensors,
-        code=library("data", "subsets", "encoders", "models", "train"),
+        code=library("data", "subsets", "encoders", "settings", "lif", "models", "train"),
     output:
         metrics="results/baselines/bptt/{dataset}/{encoder}/{subset}/metrics.json",
         epochs="results/baselines/bptt/{dataset}/{encoder}/{subset}/epochs.csv",
@@ -46,8 +81,8 @@ rule train_snn_bptt:
     conda:
         "../../envs/snn-es.yaml"
     params:
-        snn=snn_settings,
-        train=config["bptt"],
+        snn=dataset_snn,
+        train=section("bptt"),
         seed=config["seed"],
     script:
         "../scripts/train_snn_bptt.py"

@@ -1,16 +1,25 @@
 """Snakemake job: ES population throughput side by side (results/tables/throughput.csv)."""
 
+import json
+from pathlib import Path
+
 from snn_es.benchmark import run_benchmark
 from snn_es.job import snakemake_job
 from snn_es.report import write_csv
+from snn_es.settings import SNNSettings
 
 with snakemake_job(snakemake):
     s = snakemake.params.settings
+    networks = {}
+    for path in snakemake.input.info:  # results/data/{dataset}/info.json
+        info = json.loads(Path(path).read_text())
+        networks[info["dataset"]] = SNNSettings(
+            **{**snakemake.params.networks[info["dataset"]], "num_steps": s["steps"]},
+            input_shape=tuple(info["image_shape"]), num_classes=len(info["classes"]))
     frame = run_benchmark(
-        datasets={d: tuple(c) for d, c in snakemake.params.channels.items()},
-        encoders=s["encoders"], steps=s["steps"], population=s["population"],
-        batch=s["batch"], chunk_sizes=s["chunks"], repeats=s["repeats"],
-        memory_chunks=s["memory_chunks"], low_rank=s.get("low_rank", 1),
+        networks, encoders=s["encoders"], population=s["population"], batch=s["batch"],
+        chunk_sizes=s["chunks"], repeats=s["repeats"], memory_chunks=s["memory_chunks"],
+        low_rank=s["low_rank"],
     )
     write_csv(frame, snakemake.output.throughput)
     print(frame.to_string())

@@ -3,12 +3,12 @@
 from snn_es.checks import forward_check
 from snn_es.io import atomic_write_json
 from snn_es.job import snakemake_job
-from snn_es.models import SNNConfig
+from snn_es.settings import SNNSettings
 from snn_es.subsets import load_subset
 
 with snakemake_job(snakemake):
     subset = load_subset(snakemake.input.subset)
-    cfg = SNNConfig(input_shape=tuple(subset["test_images"].shape[1:]),
+    cfg = SNNSettings(input_shape=tuple(subset["test_images"].shape[1:]),
                     num_classes=len(subset["classes"]), **snakemake.params.snn)
     n = snakemake.params.batch_size
     report = forward_check(subset["test_images"][:n], subset["test_labels"][:n], cfg,

@@ -47,7 +47,7 @@ import io
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -57,8 +57,9 @@ from snn_es.encoders import to_float
 from snn_es.errors import UserError
 from snn_es.es.evaluate import PopulationTask
 from snn_es.es.params import ParamLayout
-from snn_es.es.strategy import ESSettings, OpenAIES
-from snn_es.models import SNNConfig, make_snn
+from snn_es.es.run import initial_theta
+from snn_es.es.strategy import OpenAIES
+from snn_es.settings import ESSettings, SNNSettings
 from snn_es.seeding import generator_from, seed_from
 
 # The columns of the per-job CSV and of results/tables/es_diagnostics.csv, in order.
@@ -186,14 +187,6 @@ def _std(values: Sequence[float]) -> float:
 # --------------------------------------------------------------------------------------
 
 
-def initial_theta(cfg: SNNConfig, seed: int,
-                  dtype: torch.dtype = torch.float32) -> tuple[Tensor, ParamLayout]:
-    """The flat initial parameters of an ES run with ``seed`` (as ``run_es`` builds them)."""
-    model = make_snn(cfg, seed_from(seed, "init"))
-    layout = ParamLayout.of(model)
-    return layout.flatten(dict(model.named_parameters())).to(dtype), layout
-
-
 def es_minibatch(train_images: Tensor, train_labels: Tensor, seed: int, generation: int,
                  batch_size: int, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
     """The float images and labels of ES generation ``generation``'s minibatch."""
@@ -280,22 +273,13 @@ def fitness_noise(theta: Tensor, task: PopulationTask, train_images: Tensor, tra
     }
 
 
-def make_strategy(theta: Tensor, layout: ParamLayout, population: int, sigma: float, rank: int,
-                  seed: int, generations: int) -> OpenAIES:
-    """The ``OpenAIES`` of one diagnosed setting.
-
-    ``rank`` (and the parameter shapes low-rank noise needs) is passed only when nonzero,
-    so full-rank settings work with any version of the strategy.
-    """
-    try:
-        settings = ESSettings(population=population, sigma=sigma,
-                              **({"rank": rank} if rank else {}))
-        extra = {"shapes": layout.shapes} if rank else {}
-        return OpenAIES(theta, settings, seed, generations, **extra)
-    except TypeError as exc:
-        raise DiagnosticsError(
-            f"diagnostics.ranks: rank {rank} needs low-rank ES (ESSettings.rank), which this "
-            f"version of snn_es.es.strategy does not have ({exc}); use ranks: [0]") from None
+def make_strategy(theta: Tensor, layout: ParamLayout, es: ESSettings, population: int,
+                  sigma: float, rank: int, seed: int, generations: int) -> OpenAIES:
+    """The ``OpenAIES`` of one diagnosed setting: the run's ``es`` with population, sigma,
+    rank and generations (= estimates) swept."""
+    settings = replace(es, population=population, sigma=sigma, sigma_final=None, rank=rank,
+                       generations=generations)
+    return OpenAIES(theta, settings, seed, shapes=layout.shapes)
 
 
 # --------------------------------------------------------------------------------------
@@ -337,10 +321,11 @@ def _setting_row(estimates: list[Tensor], fitness: list[Tensor], linear_fitness:
 
 def diagnose(
     subset: dict[str, Tensor],
-    cfg: SNNConfig,
+    cfg: SNNSettings,
     encoder: str,
     seed: int,
     settings: DiagnosticSettings,
+    es: ESSettings = ESSettings(),
     dtype: torch.dtype = torch.float32,
     log: Callable[[str], None] | None = print,
 ) -> list[dict[str, Any]]:
@@ -355,8 +340,9 @@ def diagnose(
         raise DiagnosticsError(
             f"diagnostics: batch_size {s.batch_size} and reference_batch {s.reference_batch} "
             f"must not exceed the subset's {len(train_y)} training images")
-    theta, layout = initial_theta(cfg, seed, dtype)
-    task = PopulationTask(cfg, layout, encoder, seed)
+    theta, layout = initial_theta(cfg, es, seed)
+    theta = theta.to(dtype)
+    task = PopulationTask(cfg, layout, encoder, seed, es.spike_noise, fitness=es.fitness)
     say = log or (lambda _: None)
 
     # Fixed minibatch and spikes: those of ES generation 0.
@@ -385,7 +371,7 @@ def diagnose(
     rows = []
     for rank in s.ranks:
         for sigma in s.sigmas:
-            strategies = {p: make_strategy(theta, layout, p, sigma, rank, seed, s.estimates)
+            strategies = {p: make_strategy(theta, layout, es, p, sigma, rank, seed, s.estimates)
                           for p in populations}
             largest = strategies[populations[-1]]
             found: dict[int, dict[str, list]] = {

@@ -18,18 +18,17 @@ from torch import Tensor
 from snn_es.encoders import encode
 from snn_es.es.params import ParamLayout
 from snn_es.es.population import (
-    FITNESSES,
     LowRankParams,
     MemberParams,
     population_forward,
     population_scores,
 )
 from snn_es.es.strategy import OpenAIES
-from snn_es.models import SNNConfig, snn_functional_forward
+from snn_es.models import snn_functional_forward
 from snn_es.seeding import generator_from
+from snn_es.settings import FITNESSES, SPIKE_NOISE, SNNSettings
 
 STOCHASTIC_ENCODERS = ("poisson",)
-SPIKE_NOISE = ("shared", "per_member")
 EVALUATORS = ("sequential", "chunked")
 
 
@@ -37,7 +36,7 @@ EVALUATORS = ("sequential", "chunked")
 class PopulationTask:
     """What one generation's population is scored on."""
 
-    cfg: SNNConfig
+    cfg: SNNSettings
     layout: ParamLayout
     encoder: str
     seed: int

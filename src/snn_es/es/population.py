@@ -30,15 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from snn_es.models import (
-    SNNConfig,
-    _as_float32,
-    _heaviside,
-    _lif_scan,
-    _pool_lif,
-    compiled_call,
-    pool_lif,
-)
+from snn_es.lif import _pool_lif, compiled_call, heaviside, lif_constants, output_layer
+from snn_es.models import hidden_layer
+from snn_es.settings import FITNESSES, SNNSettings
 
 
 @dataclass(frozen=True)
@@ -74,29 +68,19 @@ class LowRankParams:
         return base + delta.reshape(-1, *base.shape)
 
 
-def _lif_params(cfg: SNNConfig) -> tuple[float, float]:
-    return _as_float32(min(max(cfg.beta, 0.0), 1.0)), _as_float32(cfg.threshold)
-
-
 def _conv_input(h: Tensor, fused: bool) -> Tensor:
     # channels-last: oneDNN's fast layout for these narrow convs on CPU
     return h.contiguous(memory_format=torch.channels_last) if fused else h
 
 
-def _full_rank_layer(members: MemberParams, i: int, h: Tensor, cfg: SNNConfig, static: bool,
+def _full_rank_layer(members: MemberParams, i: int, h: Tensor, cfg: SNNSettings, static: bool,
                      shared: bool, fused: bool) -> Tensor:
     weight, bias = members.params[f"conv{i}.weight"], members.params[f"conv{i}.bias"]
-    padding = cfg.kernel_size // 2
-    spikes = []
-    for c in range(members.members):
-        x = h if shared else h[c]
-        conv_in = _conv_input(x if static else x.flatten(0, 1), fused)
-        out = F.conv2d(conv_in, weight[c], bias[c], padding=padding)
-        spikes.append(pool_lif(out, cfg.num_steps, cfg, static, fused))
-    return torch.stack(spikes)
+    return torch.stack([hidden_layer(h if shared else h[c], weight[c], bias[c], cfg, static,
+                                     fused, heaviside) for c in range(members.members)])
 
 
-def _low_rank_layer(members: LowRankParams, i: int, h: Tensor, cfg: SNNConfig, static: bool,
+def _low_rank_layer(members: LowRankParams, i: int, h: Tensor, cfg: SNNSettings, static: bool,
                     shared: bool, fused: bool) -> Tensor:
     name = f"conv{i}.weight"
     weight, a, b = members.base[name], members.a[name], members.b[name]
@@ -113,7 +97,7 @@ def _low_rank_layer(members: LowRankParams, i: int, h: Tensor, cfg: SNNConfig, s
     base = F.conv2d(conv_in, weight, padding=padding)  # once for the whole chunk
     corr = F.conv2d(conv_in, filters.flatten(0, 1), padding=padding)  # [S, C*r, H, W]
     bias = members.bias[f"conv{i}.bias"]
-    beta, threshold = _lif_params(cfg)
+    beta, threshold = lif_constants(cfg)
     spikes = []
     for c in range(count):
         args = (base, corr[:, c * rank:(c + 1) * rank], a[c], bias[c], cfg.num_steps, beta,
@@ -137,7 +121,7 @@ def _low_rank_pool_lif(base: Tensor, corr: Tensor, a: Tensor, bias: Tensor, step
 def population_forward(
     members: MemberParams | LowRankParams,
     x: Tensor,
-    cfg: SNNConfig,
+    cfg: SNNSettings,
     static_input: bool = False,
     per_member_input: bool = False,
     fused: bool = False,
@@ -163,12 +147,7 @@ def population_forward(
         weight, bias = members.params["fc.weight"], members.params["fc.bias"]
     currents = torch.baddbmm(bias[:, None], features, weight.transpose(1, 2))
     currents = currents.unflatten(1, (steps, batch)).transpose(0, 1)  # [T, C, B, K]
-    beta, threshold = _lif_params(cfg)
-    out_spikes, out_mems = _lif_scan(currents, beta, threshold, cfg.output_reset, _heaviside)
-    return out_mems.mean(0) if cfg.readout == "membrane" else out_spikes.sum(0)
-
-
-FITNESSES = ("cross_entropy", "accuracy", "margin")
+    return output_layer(currents, cfg)[0]
 
 
 def population_scores(logits: Tensor, labels: Tensor,

@@ -12,7 +12,7 @@ import csv
 import io
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,12 @@ from tqdm.auto import tqdm
 from snn_es.encoders import to_float
 from snn_es.es.evaluate import PopulationTask, evaluate_population
 from snn_es.es.params import ParamLayout
-from snn_es.es.strategy import ESSettings, OpenAIES
+from snn_es.es.strategy import OpenAIES
 from snn_es.errors import UserError
 from snn_es.io import atomic_torch_save, atomic_write_json, atomic_write_text, sha256_bytes, torch_load
-from snn_es.models import SNNConfig, make_snn
+from snn_es.models import make_snn
 from snn_es.seeding import generator_from, seed_from
+from snn_es.settings import ESSettings, ExecutionSettings, SNNSettings, canonical
 
 LOG_COLUMNS = (
     "generation", "fitness_mean", "fitness_max", "batch_acc", "test_acc", "sigma", "lr",
@@ -39,36 +40,25 @@ class ESDivergedError(UserError, RuntimeError):
     """Fitness became NaN or infinite; the last good checkpoint is kept."""
 
 
-@dataclass(frozen=True)
-class RunSettings:
-    generations: int = 100
-    batch_size: int = 64  # minibatch shared by the whole population in a generation
-    eval_every: int = 10  # test accuracy of the centre every k generations (and at the end)
-    checkpoint_every: int = 10  # K: atomic checkpoint every K generations
-    mode: str = "chunked"  # sequential | chunked
-    chunk_size: int = 16  # members per batched forward pass (chunked)
-    spike_noise: str = "shared"  # shared | per_member (poisson only)
-    fused: bool = False  # compiled pool + LIF kernels and channels-last convs (evaluation)
-    fitness: str = "cross_entropy"  # cross_entropy | accuracy | margin (what ES maximises)
-    init_readout_scale: float = 1.0  # multiplies the initial fc weights and bias
-    eval_batch_size: int = 250  # images per forward when measuring accuracy
+# Images per forward when measuring accuracy. Part of the results for poisson inputs (their
+# spikes are seeded per evaluation batch), so it is a constant, not a setting.
+EVAL_BATCH_SIZE = 250
 
 
-ES_KEYS = ("population", "sigma", "sigma_final", "lr", "lr_schedule", "lr_final_ratio",
-           "optimizer", "momentum", "weight_decay", "rank", "noise_scale")
-RUN_KEYS = ("generations", "batch_size", "eval_every", "checkpoint_every", "chunk_size",
-            "spike_noise", "fused", "fitness", "init_readout_scale")
-
-
-def settings_from_config(es: dict[str, Any], mode: str) -> tuple[ESSettings, RunSettings]:
-    """Split the config's ``es`` section into strategy and run-loop settings."""
-    strategy = ESSettings(**{k: es[k] for k in ES_KEYS if k in es})
-    run = RunSettings(mode=mode, **{k: es[k] for k in RUN_KEYS if k in es})
-    return strategy, run
+def initial_theta(cfg: SNNSettings, es: ESSettings, seed: int) -> tuple[Tensor, ParamLayout]:
+    """The flat starting weights of an ES run (from ``(seed, "init")``, readout scaled by
+    ``es.init_readout_scale``) and their layout."""
+    model = make_snn(cfg, seed_from(seed, "init"))
+    layout = ParamLayout.of(model)
+    with torch.no_grad():
+        # A smaller readout starts the membrane logits near zero (cross-entropy ~ ln K).
+        model.fc.weight.mul_(es.init_readout_scale)
+        model.fc.bias.mul_(es.init_readout_scale)
+    return layout.flatten(dict(model.named_parameters())), layout
 
 
 def _accuracy(task: PopulationTask, params: dict[str, Tensor], images: Tensor, labels: Tensor,
-              batch_size: int, key: str) -> float:
+              key: str, batch_size: int = EVAL_BATCH_SIZE) -> float:
     """Accuracy of one parameter set; stochastic spikes from fixed per-batch seeds."""
     correct = 0
     with torch.no_grad():
@@ -89,35 +79,32 @@ def fingerprint(*parts: Any) -> str:
 
 def run_es(
     subset: dict[str, Tensor],
-    cfg: SNNConfig,
-    es_settings: ESSettings,
-    run: RunSettings,
+    cfg: SNNSettings,
+    es: ESSettings,
     encoder: str,
     seed: int,
+    mode: str,
     checkpoint_path: str | Path,
+    execution: ExecutionSettings = ExecutionSettings(),
     data_id: str = "",
     progress: bool = True,
     stop_after: int | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], Tensor]:
     """Train the SNN's weights with ES. Returns (metrics, per-generation rows, final theta).
 
+    ``mode`` is the population evaluator (``sequential`` or ``chunked``); ``execution``
+    changes only the speed, so a checkpoint written with other execution settings resumes.
     ``stop_after`` ends the loop early after that many generations (simulates a kill; the
     checkpoint written so far is what a later call resumes from).
     """
     checkpoint_path = Path(checkpoint_path)
-    model = make_snn(cfg, seed_from(seed, "init"))
-    layout = ParamLayout.of(model)
-    with torch.no_grad():
-        # A smaller readout starts the membrane logits near zero (cross-entropy ~ ln K).
-        model.fc.weight.mul_(run.init_readout_scale)
-        model.fc.bias.mul_(run.init_readout_scale)
-    theta = layout.flatten(dict(model.named_parameters()))
-    strategy = OpenAIES(theta, es_settings, seed, run.generations, shapes=layout.shapes)
-    task = PopulationTask(cfg, layout, encoder, seed, run.spike_noise, fused=run.fused,
-                          fitness=run.fitness)
+    theta, layout = initial_theta(cfg, es, seed)
+    strategy = OpenAIES(theta, es, seed, shapes=layout.shapes)
+    task = PopulationTask(cfg, layout, encoder, seed, es.spike_noise, fused=execution.fused,
+                          fitness=es.fitness)
     train_x, train_y = subset["train_images"], subset["train_labels"]
     test_x, test_y = subset["test_images"], subset["test_labels"]
-    ident = fingerprint(asdict(cfg), asdict(es_settings), asdict(run), encoder, seed, data_id)
+    ident = fingerprint(asdict(cfg), canonical(es), encoder, seed, mode, data_id)
 
     rows: list[dict[str, Any]] = []
     start_gen, elapsed = 0, 0.0
@@ -140,17 +127,17 @@ def run_es(
         })
         saved_gen = generation
 
-    population = es_settings.population
-    bar = tqdm(range(start_gen, run.generations), initial=start_gen, total=run.generations,
-               desc=f"ES {run.mode} {encoder}", disable=not progress, mininterval=5)
+    population, generations = es.population, es.generations
+    bar = tqdm(range(start_gen, generations), initial=start_gen, total=generations,
+               desc=f"ES {mode} {encoder}", disable=not progress, mininterval=5)
     done_now = 0
     for generation in bar:
         tick = time.perf_counter()
         batch = torch.randperm(len(train_y), generator=generator_from(seed, "batch", generation))
-        batch = batch[: run.batch_size]
+        batch = batch[: es.batch_size]
         images, labels = to_float(train_x[batch]), train_y[batch]
         fitness, accuracy = evaluate_population(
-            run.mode, strategy, generation, images, labels, task, run.chunk_size)
+            mode, strategy, generation, images, labels, task, execution.chunk_size)
         if not torch.isfinite(fitness).all():
             # Name the newest checkpoint actually written, not the last finished generation.
             kept = (f"No checkpoint of this run was written yet ({checkpoint_path})."
@@ -164,11 +151,11 @@ def run_es(
         sigma, lr = strategy.sigma_at(generation), strategy.lr_at(generation)
         grad = strategy.tell(generation, fitness)
         step_s = time.perf_counter() - tick
-        last_gen = generation == run.generations - 1
+        last_gen = generation == generations - 1
         test_acc = None
-        if (generation + 1) % run.eval_every == 0 or last_gen:
+        if (generation + 1) % es.eval_every == 0 or last_gen:
             test_acc = _accuracy(task, layout.unflatten(strategy.theta), test_x, test_y,
-                                 run.eval_batch_size, "test-spikes")
+                                 "test-spikes")
         elapsed += time.perf_counter() - tick
         rows.append({
             "generation": generation,
@@ -180,11 +167,11 @@ def run_es(
             "lr": lr,
             "grad_norm": float(grad.norm()),
             "wall_s": round(elapsed, 3),
-            "member_evals_per_s": round(population * run.batch_size / step_s, 1),
+            "member_evals_per_s": round(population * es.batch_size / step_s, 1),
         })
         bar.set_postfix(fit=f"{rows[-1]['fitness_mean']:.3f}",
                         test=f"{test_acc:.3f}" if test_acc is not None else "-")
-        if (generation + 1) % run.checkpoint_every == 0 and not last_gen:
+        if (generation + 1) % execution.checkpoint_every == 0 and not last_gen:
             save_checkpoint(generation)
         done_now += 1
         if stop_after is not None and done_now >= stop_after:
@@ -192,7 +179,7 @@ def run_es(
             break
     bar.close()
 
-    finished = len(rows) == run.generations
+    finished = len(rows) == generations
     metrics: dict[str, Any] = {"finished": finished, "generations": len(rows)}
     if finished:
         params = layout.unflatten(strategy.theta)
@@ -200,14 +187,13 @@ def run_es(
         metrics.update({
             "final_test_acc": rows[-1]["test_acc"],
             "best_test_acc": max(tested),
-            "final_train_acc": _accuracy(task, params, train_x, train_y, run.eval_batch_size,
-                                         "train-spikes"),
+            "final_train_acc": _accuracy(task, params, train_x, train_y, "train-spikes"),
             "final_fitness_mean": rows[-1]["fitness_mean"],
             "evaluations": len(rows) * population,
-            "member_sample_evaluations": len(rows) * population * run.batch_size,
+            "member_sample_evaluations": len(rows) * population * es.batch_size,
             "wall_s": round(elapsed, 2),
             "member_evals_per_s": round(
-                len(rows) * population * run.batch_size / max(elapsed, 1e-9), 1),
+                len(rows) * population * es.batch_size / max(elapsed, 1e-9), 1),
             "num_params": layout.size,
         })
     return metrics, rows, strategy.theta

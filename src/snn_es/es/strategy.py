@@ -26,46 +26,11 @@ import torch
 from torch import Tensor
 
 from snn_es.seeding import generator_from
+from snn_es.settings import ESSettings
 
-SCHEDULES = ("constant", "cosine", "linear")
-OPTIMIZERS = ("adam", "sgd")
-NOISE_SCALES = ("absolute", "layer")
 # A generation's noise is drawn once and reused by members() and tell(), up to this many
 # numbers (256 MB of float32); bigger populations x parameters redraw it instead.
 NOISE_CACHE_ELEMENTS = 64 * 2**20
-
-
-@dataclass(frozen=True)
-class ESSettings:
-    population: int = 32  # members per generation (even: antithetic pairs)
-    sigma: float = 0.02  # perturbation scale at generation 0
-    sigma_final: float | None = None  # sigma at the last generation (None = constant)
-    lr: float = 0.01  # step size at generation 0
-    lr_schedule: str = "constant"  # constant | cosine | linear decay to lr * lr_final_ratio
-    lr_final_ratio: float = 0.1
-    optimizer: str = "adam"  # adam | sgd (with momentum)
-    momentum: float = 0.9  # sgd only
-    beta1: float = 0.9  # adam
-    beta2: float = 0.999  # adam
-    eps: float = 1e-8  # adam
-    weight_decay: float = 0.0  # decoupled, applied as theta -= lr * wd * theta
-    rank: int = 0  # 0: full-rank Gaussian noise; r > 0: rank-r noise on weight matrices
-    noise_scale: str = "absolute"  # absolute | layer: sigma and steps x each tensor's init std
-
-    def __post_init__(self) -> None:
-        if self.population < 2 or self.population % 2:
-            raise ValueError(f"population must be an even number >= 2, got {self.population}")
-        if self.sigma <= 0 or self.lr <= 0:
-            raise ValueError("sigma and lr must be positive")
-        if self.lr_schedule not in SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.noise_scale not in NOISE_SCALES:
-            raise ValueError(f"noise_scale must be one of {NOISE_SCALES}, "
-                             f"got {self.noise_scale!r}")
-        if self.rank < 0:
-            raise ValueError(f"rank must be >= 0 (0 = full-rank noise), got {self.rank}")
 
 
 def _decay(start: float, end: float, progress: float, shape: str) -> float:
@@ -106,11 +71,10 @@ class OpenAIES:
     low-rank noise (``settings.rank > 0``).
     """
 
-    def __init__(self, theta: Tensor, settings: ESSettings, seed: int, generations: int,
+    def __init__(self, theta: Tensor, settings: ESSettings, seed: int,
                  shapes: tuple[tuple[int, ...], ...] | None = None):
         self.settings = settings
         self.seed = seed
-        self.generations = generations
         needs_shapes = settings.rank or settings.noise_scale == "layer"
         if needs_shapes and (shapes is None
                              or sum(math.prod(s) for s in shapes) != theta.numel()):
@@ -134,7 +98,7 @@ class OpenAIES:
 
     # --- schedules -------------------------------------------------------------------
     def _progress(self, generation: int) -> float:
-        return generation / max(1, self.generations - 1)
+        return generation / max(1, self.settings.generations - 1)
 
     def sigma_at(self, generation: int) -> float:
         s = self.settings
@@ -216,11 +180,11 @@ class OpenAIES:
         lr = self.lr_at(generation)
         self.steps += 1
         if s.optimizer == "adam":
-            self.m.mul_(s.beta1).add_(grad, alpha=1 - s.beta1)
-            self.v.mul_(s.beta2).addcmul_(grad, grad, value=1 - s.beta2)
-            m_hat = self.m / (1 - s.beta1**self.steps)
-            v_hat = self.v / (1 - s.beta2**self.steps)
-            step = m_hat / (v_hat.sqrt() + s.eps)
+            self.m.mul_(s.adam_beta1).add_(grad, alpha=1 - s.adam_beta1)
+            self.v.mul_(s.adam_beta2).addcmul_(grad, grad, value=1 - s.adam_beta2)
+            m_hat = self.m / (1 - s.adam_beta1**self.steps)
+            v_hat = self.v / (1 - s.adam_beta2**self.steps)
+            step = m_hat / (v_hat.sqrt() + s.adam_eps)
         else:
             self.m.mul_(s.momentum).add_(grad)
             step = self.m
