@@ -1,12 +1,12 @@
 # Thin wrappers over Snakemake targets. The names match the earlier scripts' Makefile.
-SNAKEMAKE ?= uv run snakemake
+SNAKEMAKE ?= ./uv run snakemake
 CORES ?= 1
 
 .PHONY: sync all data subsets cnn snn_forward bptt es_subset es_parallel mnist_es \
 	es_repeat_small es_repeat_big es_norepeat_big benchmark report test lint fmt dag
 
 sync:  ## install the locked environment
-	uv sync --locked
+	./uv sync --locked
 
 all:  ## the whole pipeline, as configured in config/config.yaml
 	$(SNAKEMAKE) --cores $(CORES) all
@@ -51,14 +51,14 @@ report:  ## HTML report of the published tables and plots
 	$(SNAKEMAKE) --report results/report.html
 
 test:
-	uv run pytest
+	./uv run pytest
 
 lint:
 	$(SNAKEMAKE) --lint
-	uv run snakefmt --check Snakefile workflow/rules
+	./uv run snakefmt --check Snakefile workflow/rules
 
 fmt:
-	uv run snakefmt Snakefile workflow/rules
+	./uv run snakefmt Snakefile workflow/rules
 
 dag:  ## the job graph as an SVG (needs graphviz's `dot`)
 	$(SNAKEMAKE) --dag all | dot -Tsvg > dag.svg

@@ -106,7 +106,8 @@ def tiny_config(mirror: Path) -> dict:
         "bptt": {"epochs": 1, "batch_size": 8, "lr": 0.001},
         "forward_check": {"batch_size": 6},
         "es": {"generations": 2, "population": 4, "batch_size": 4, "sigma": 0.02, "lr": 0.01,
-               "eval_every": 1, "checkpoint_every": 1, "chunk_size": 2},
+               "eval_every": 1},
+        "execution": {"chunk_size": 2, "checkpoint_every": 1},
         "es_grid": [{"datasets": ["tinygray"], "encoders": ["repeat"], "subsets": ["small"],
                      "modes": ["chunked"], "seeds": [0]},
                     {"datasets": ["tinygray"], "encoders": ["repeat"], "subsets": ["small"],
@@ -120,10 +121,11 @@ def tiny_config(mirror: Path) -> dict:
 
 
 def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True,
-                  snakefile: Path = SNAKEFILE) -> subprocess.CompletedProcess:
-    """Run the real Snakefile in ``workdir`` with ``config`` as its only config file."""
+                  snakefile: Path = SNAKEFILE, sort_keys: bool = True) -> subprocess.CompletedProcess:
+    """Run the real Snakefile in ``workdir`` with ``config`` as its only config file
+    (written with sorted keys unless ``sort_keys=False``: then in the dict's own order)."""
     config_path = workdir / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
+    config_path.write_text(yaml.safe_dump(config, sort_keys=sort_keys))
     env = {k: v for k, v in os.environ.items() if k != "SNN_ES_DATA_MIRROR"}
     cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir),
            "--configfile", str(config_path), "--cores", "2", *args]

@@ -10,7 +10,9 @@ import sys
 
 import pytest
 
-from conftest import REPO, SNAKEFILE, planned_jobs, run_snakemake, tiny_config
+from conftest import (REPO, SNAKEFILE, make_tiny_dataset, planned_jobs, run_snakemake,
+                      tiny_config)
+from snn_es.settings import ESSettings, SNNSettings, defaults
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +39,8 @@ def built(tmp_path_factory, tiny_mirror, workflow_copy):
     config = tiny_config(tiny_mirror)
     snakefile = workflow_copy / "Snakefile"
 
-    def run(cfg, *args):
-        return run_snakemake(workdir, cfg, *args, snakefile=snakefile)
+    def run(cfg, *args, **kwargs):
+        return run_snakemake(workdir, cfg, *args, snakefile=snakefile, **kwargs)
 
     return workdir, config, run, run(config, "all")
 
@@ -132,13 +134,44 @@ def test_two_runs_from_scratch_publish_identical_accuracy_tables(built, tiny_mir
     assert len(entries[0]) == 4 and entries[0] == entries[1]
 
 
-def test_editing_one_grid_cell_reruns_that_run_and_the_aggregation(built):
+@pytest.mark.parametrize(("entry", "change", "mode"),
+                         [(1, {"lr": 0.03}, "sequential"), (0, {"sigma": 0.05}, "chunked")])
+def test_editing_one_grid_entry_reruns_its_runs_and_the_aggregation(built, entry, change, mode):
     _, config, run, _ = built
     changed = copy.deepcopy(config)
-    changed["es_grid"][1]["es"]["lr"] = 0.03
+    changed["es_grid"][entry].setdefault("es", {}).update(change)
     dry = run(changed, "all", "--dry-run")
     assert planned_jobs(dry) == {"all": 1, "run_es": 1, "aggregate": 1, "write_manifest": 1}
-    assert "mode=sequential" in dry.stdout and "mode=chunked" not in dry.stdout
+    other = "chunked" if mode == "sequential" else "sequential"
+    assert f"run=es/tinygray/repeat/small/{mode}/seed0" in dry.stdout
+    assert f"run=es/tinygray/repeat/small/{other}/seed0" not in dry.stdout
+
+
+def _reversed(value):
+    """Every mapping's keys in reverse order, recursively (lists keep their order)."""
+    if isinstance(value, dict):
+        return {k: _reversed(value[k]) for k in reversed(list(value))}
+    if isinstance(value, list):
+        return [_reversed(v) for v in value]
+    return value
+
+
+def test_reordered_keys_and_written_out_defaults_rerun_nothing(built):
+    _, config, run, _ = built
+    rewritten = _reversed(config)
+    for section, cls in (("snn", SNNSettings), ("es", ESSettings)):
+        rewritten[section] = {**defaults(cls), **rewritten[section]}  # defaults written out
+    rewritten["cnn"]["weight_decay"] = 0.0  # the schema's default
+    assert planned_jobs(run(rewritten, "all", "--dry-run", sort_keys=False)) == {}
+
+
+def test_speed_settings_rerun_nothing(built):
+    _, config, run, _ = built
+    for execution in ({"chunk_size": 1}, {"fused": False}, {"checkpoint_every": 7},
+                      {"chunk_size": 4, "fused": True, "checkpoint_every": 2}):
+        changed = copy.deepcopy(config)
+        changed["execution"] = execution
+        assert planned_jobs(run(changed, "all", "--dry-run")) == {}, execution
 
 
 def test_published_outputs_and_report(built):
@@ -163,11 +196,11 @@ def test_changing_one_subset_reruns_exactly_its_jobs(built):
     changed = copy.deepcopy(config)
     changed["subsets"]["small"]["train"] = 15
     dry = run(changed, "all", "--dry-run")
-    # the small subsets and everything downstream of them; nothing of `big` (the forward
-    # checks read the first subset in the config file, here `big`: the dump sorts keys)
+    # the small subsets and everything downstream of them (the forward checks read the
+    # subset with the fewest test images, `small`); nothing of `big`
     assert planned_jobs(dry) == {"all": 1, "materialize_subset": 2, "train_cnn": 2,
-                                 "train_snn_bptt": 2, "run_es": 2, "run_ablation": 2,
-                                 "aggregate": 1, "aggregate_ablation": 1,
+                                 "snn_forward_check": 2, "train_snn_bptt": 2, "run_es": 2,
+                                 "run_ablation": 2, "aggregate": 1, "aggregate_ablation": 1,
                                  "write_manifest": 1}
     assert "wildcards: dataset=tinyrgb, subset=small" in dry.stdout
     assert "subset=big" not in dry.stdout
@@ -209,3 +242,32 @@ def test_slurm_profile_builds_the_dag():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "This was a dry-run" in proc.stdout + proc.stderr
     assert planned_jobs(proc)["run_es"] == 13  # the whole default grid
+
+
+def test_a_dataset_added_through_config_alone_runs_the_whole_chain(tmp_path, tiny_mirror,
+                                                                   workflow_copy):
+    mirror = tmp_path / "mirror"
+    shutil.copytree(tiny_mirror, mirror)
+    make_tiny_dataset(mirror, "tinyextra", channels=1, size=8, image_column="image", seed=3)
+    config = tiny_config(mirror)
+    config["datasets"]["tinyextra"] = {"hub_id": "test/tinyextra", "image_column": "image",
+                                       "label_column": "label"}
+    config["enabled_datasets"] = ["tinygray", "tinyextra"]
+    config["es_grid"][0]["datasets"].append("tinyextra")
+    config["ablation"] = []
+    config["benchmark"] = {"encoders": ["repeat"], "population": 4, "batch": 4, "steps": 2,
+                           "chunks": [2], "memory_chunks": [], "repeats": 1}
+    work = tmp_path / "work"
+    work.mkdir()
+    run_snakemake(work, config, "all", "benchmark", snakefile=workflow_copy / "Snakefile")
+    results = work / "results"
+    for path in ("data/tinyextra/info.json", "subsets/tinyextra/big.json",
+                 "baselines/cnn/tinyextra/small/metrics.json",
+                 "baselines/bptt/tinyextra/repeat/big/metrics.json",
+                 "checks/tinyextra/repeat.json",
+                 "es/tinyextra/repeat/small/chunked/seed0/metrics.json"):
+        assert (results / path).exists(), path
+    runs = (results / "tables/es_runs.csv").read_text()
+    assert "tinyextra,repeat,small,chunked,0" in runs
+    throughput = (results / "tables/throughput.csv").read_text().splitlines()
+    assert {line.split(",")[1] for line in throughput[1:]} == {"tinygray", "tinyextra"}

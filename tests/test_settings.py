@@ -1,0 +1,106 @@
+"""One definition per setting: the dataclasses, the schema and config.yaml agree, and the
+config expands into canonical run specs that do not depend on how the config is written."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from conftest import REPO
+from snn_es import settings as S
+from snn_es.config import ConfigError, check_config, expand_runs, study_labels
+
+SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
+SECTIONS = {  # config section -> (its schema, its dataclass)
+    "snn": (SCHEMA["definitions"]["snn_settings"], S.SNNSettings),
+    "es": (SCHEMA["definitions"]["es_settings"], S.ESSettings),
+    "execution": (SCHEMA["properties"]["execution"], S.ExecutionSettings),
+}
+CHOICES = {"reset_mechanism": S.RESET_MECHANISMS, "surrogate": S.SURROGATES,
+           "readout": S.READOUTS, "lr_schedule": S.SCHEDULES, "optimizer": S.OPTIMIZERS,
+           "noise_scale": S.NOISE_SCALES, "fitness": S.FITNESSES, "spike_noise": S.SPIKE_NOISE}
+
+
+def default_config() -> dict:
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("section", list(SECTIONS))
+def test_schema_describes_exactly_the_dataclass_fields(section):
+    schema, cls = SECTIONS[section]
+    fields = S.config_fields(cls)
+    assert list(schema["properties"]) == list(fields)
+    assert schema["additionalProperties"] is False
+    for name, field in fields.items():
+        entry = schema["properties"][name]
+        # one description: the schema's (folded YAML) says what the dataclass says
+        assert " ".join(entry["description"].split()) == field.metadata["help"], name
+        assert "default" not in entry, f"{name}: the default lives in the dataclass only"
+        if name in CHOICES:
+            assert tuple(entry["enum"]) == CHOICES[name], name
+
+
+@pytest.mark.parametrize("section", list(SECTIONS))
+def test_config_yaml_shows_every_setting_at_its_default(section):
+    _, cls = SECTIONS[section]
+    assert default_config()[section] == S.defaults(cls)
+
+
+def test_a_wrong_type_in_a_merged_run_is_one_line_naming_the_entry():
+    config = default_config()
+    config["es_grid"][0]["es"] = {"population": 7}
+    with pytest.raises(ConfigError, match=r"^config\.es_grid\.0\.es\.population: 7 is not a "
+                                          r"multiple of 2$"):
+        check_config(config, SCHEMA_PATH)
+
+
+def _reversed(value):
+    """Every mapping's keys in reverse order, recursively (lists keep their order)."""
+    if isinstance(value, dict):
+        return {k: _reversed(value[k]) for k in reversed(list(value))}
+    if isinstance(value, list):
+        return [_reversed(v) for v in value]
+    return value
+
+
+def _specs(config: dict) -> dict:
+    return expand_runs(check_config(copy.deepcopy(config), SCHEMA_PATH))
+
+
+def test_key_order_and_explicit_defaults_do_not_change_any_spec():
+    config = default_config()
+    specs = _specs(config)
+    assert len(specs) == 13 + 45  # the grid and the two ablation studies
+    reordered = _specs(_reversed(config))
+    assert reordered == specs
+    assert [repr(reordered[k]) for k in specs] == [repr(specs[k]) for k in specs]
+    sparse = copy.deepcopy(config)
+    for section in ("snn", "es"):
+        sparse[section] = {}  # every key left out: the dataclass defaults
+    sparse["es_grid"][1]["es"]["lr"] = 2e-2
+    sparse["es"]["sigma_final"] = None  # a default written out
+    assert _specs(sparse) == specs
+
+
+def test_one_merge_for_every_run():
+    config = default_config()
+    config["es"]["lr"] = 1  # an int for a float setting: the same as 1.0
+    specs = _specs(config)
+    mnist = specs["es/mnist/repeat/big/chunked/seed0"]
+    assert mnist["es"]["generations"] == 600  # the grid entry's change
+    assert mnist["es"]["lr"] == 1.0 and isinstance(mnist["es"]["lr"], float)
+    assert mnist["snn"]["channels"] == [8, 16]  # the dataset's override
+    assert list(mnist) == sorted(mnist) and list(mnist["es"]) == sorted(mnist["es"])
+    # a study: defaults <- es <- base <- variant; snn <- overrides <- base <- variant
+    variant = specs["ablation/mnist_repeat/steps4"]
+    assert variant["snn"]["num_steps"] == 4 and variant["snn"]["channels"] == [8, 16]
+    assert variant["es"]["population"] == 32 and variant["es"]["rank"] == 0  # the base
+    assert variant["mode"] == "chunked" and variant["encoder"] == "repeat"
+    assert specs["ablation/mnist_repeat/poisson"]["encoder"] == "poisson"
+    assert study_labels(config)["ablation/mnist_repeat/steps4"] == {
+        "changes": {"snn": {"num_steps": 4}}, "study": "mnist_repeat", "variant": "steps4"}
+    for spec in specs.values():  # speed settings never enter a spec
+        assert not {"chunk_size", "fused", "checkpoint_every"} & set(spec["es"])
