@@ -135,6 +135,15 @@ def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True,
     return proc
 
 
+def reversed_keys(value):
+    """Every mapping's keys in reverse order, recursively (lists keep their order)."""
+    if isinstance(value, dict):
+        return {k: reversed_keys(value[k]) for k in reversed(list(value))}
+    if isinstance(value, list):
+        return [reversed_keys(v) for v in value]
+    return value
+
+
 def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
     """Jobs per rule from a (dry-)run's 'Job stats' table; {} when nothing is to be done."""
     text = proc.stdout + proc.stderr

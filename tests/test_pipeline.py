@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from conftest import (REPO, SNAKEFILE, make_tiny_dataset, planned_jobs, run_snakemake,
-                      tiny_config)
+from conftest import (REPO, SNAKEFILE, make_tiny_dataset, planned_jobs, reversed_keys,
+                      run_snakemake, tiny_config)
 from snn_es.settings import ESSettings, SNNSettings, defaults
 
 pytestmark = pytest.mark.slow
@@ -147,18 +147,9 @@ def test_editing_one_grid_entry_reruns_its_runs_and_the_aggregation(built, entry
     assert f"run=es/tinygray/repeat/small/{other}/seed0" not in dry.stdout
 
 
-def _reversed(value):
-    """Every mapping's keys in reverse order, recursively (lists keep their order)."""
-    if isinstance(value, dict):
-        return {k: _reversed(value[k]) for k in reversed(list(value))}
-    if isinstance(value, list):
-        return [_reversed(v) for v in value]
-    return value
-
-
 def test_reordered_keys_and_written_out_defaults_rerun_nothing(built):
     _, config, run, _ = built
-    rewritten = _reversed(config)
+    rewritten = reversed_keys(config)
     for section, cls in (("snn", SNNSettings), ("es", ESSettings)):
         rewritten[section] = {**defaults(cls), **rewritten[section]}  # defaults written out
     rewritten["cnn"]["weight_decay"] = 0.0  # the schema's default

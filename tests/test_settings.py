@@ -8,7 +8,7 @@ import copy
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, reversed_keys
 from snn_es import settings as S
 from snn_es.config import ConfigError, check_config, expand_runs, study_labels
 
@@ -57,15 +57,6 @@ def test_a_wrong_type_in_a_merged_run_is_one_line_naming_the_entry():
         check_config(config, SCHEMA_PATH)
 
 
-def _reversed(value):
-    """Every mapping's keys in reverse order, recursively (lists keep their order)."""
-    if isinstance(value, dict):
-        return {k: _reversed(value[k]) for k in reversed(list(value))}
-    if isinstance(value, list):
-        return [_reversed(v) for v in value]
-    return value
-
-
 def _specs(config: dict) -> dict:
     return expand_runs(check_config(copy.deepcopy(config), SCHEMA_PATH))
 
@@ -74,7 +65,7 @@ def test_key_order_and_explicit_defaults_do_not_change_any_spec():
     config = default_config()
     specs = _specs(config)
     assert len(specs) == 13 + 45  # the grid and the two ablation studies
-    reordered = _specs(_reversed(config))
+    reordered = _specs(reversed_keys(config))
     assert reordered == specs
     assert [repr(reordered[k]) for k in specs] == [repr(specs[k]) for k in specs]
     sparse = copy.deepcopy(config)

@@ -71,7 +71,7 @@ def _setup(cfg: SNNSettings, population: int, batch: int, rank: int = 0):
                         shapes=layout.shapes)
     gen = generator_from(0, "benchmark-images")
     images = torch.rand(batch, *cfg.input_shape, generator=gen)
-    labels = torch.randint(0, 10, (batch,), generator=gen)
+    labels = torch.randint(0, cfg.num_classes, (batch,), generator=gen)
     return cfg, model, layout, strategy, images, labels
 
 

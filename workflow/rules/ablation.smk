@@ -2,9 +2,8 @@
 # variants of a study on the same dataset, subset and seed; each variant changes `es`,
 # `snn` or the encoder of the study's base. Study runs are ES runs (rule run_es).
 
-from snn_es.config import study_labels
 
-STUDY_RUNS = {run: spec for run, spec in RUNS.items() if run.startswith("ablation/")}
+include: "ablation_helpers.smk"
 
 
 use rule run_es as run_ablation with:
@@ -12,24 +11,6 @@ use rule run_es as run_ablation with:
         "logs/run_ablation/{run}.log",
     wildcard_constraints:
         run=id_pattern(STUDY_RUNS),
-
-
-def ablation_targets():
-    return [rules.run_ablation.output.metrics.format(run=run) for run in STUDY_RUNS]
-
-
-def ablation_labels():
-    """metrics file -> {study, variant, changes}: what the ablation table says of a run."""
-    return {
-        rules.run_ablation.output.metrics.format(run=run): label
-        for run, label in study_labels(config).items()
-    }
-
-
-def ablation_outputs():
-    if not STUDY_RUNS:
-        return []
-    return [str(path) for path in rules.aggregate_ablation.output]
 
 
 rule aggregate_ablation:

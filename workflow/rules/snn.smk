@@ -2,44 +2,15 @@
 # trained by surrogate-gradient BPTT.
 
 
-def dataset_snn(wildcards):
-    """The canonical `snn` of the dataset (the section with the dataset's overrides)."""
-    return snn_settings(config, wildcards.dataset)
-
-
-def forward_check_subset(wildcards):
-    """The forward check reads test images of the subset with the fewest (ties: by name),
-    whatever order the config lists the subsets in."""
-    sizes = section("subsets")
-    smallest = min(sizes, key=lambda name: (sizes[name]["test"], name))
-    return rules.materialize_subset.output.tensors.format(
-        dataset=wildcards.dataset, subset=smallest
-    )
-
-
-def cnn_targets():
-    return expand(rules.train_cnn.output.metrics, dataset=DATASETS, subset=SUBSETS)
-
-
-def forward_check_targets():
-    return expand(
-        rules.snn_forward_check.output.report, dataset=DATASETS, encoder=ENCODERS
-    )
-
-
-def bptt_targets():
-    return expand(
-        rules.train_snn_bptt.output.metrics,
-        dataset=DATASETS,
-        encoder=ENCODERS,
-        subset=SUBSETS,
-    )
+include: "snn_helpers.smk"
 
 
 rule train_cnn:
     input:
         subset=rules.materialize_subset.output.tensors,
-        code=library("data", "subsets", "encoders", "settings", "lif", "models", "train"),
+        code=library(
+            "data", "subsets", "encoders", "settings", "lif", "models", "train"
+        ),
     output:
         metrics="results/baselines/cnn/{dataset}/{subset}/metrics.json",
         epochs="results/baselines/cnn/{dataset}/{subset}/epochs.csv",
@@ -57,7 +28,9 @@ rule train_cnn:
 rule snn_forward_check:
     input:
         subset=forward_check_subset,
-        code=library("data", "subsets", "encoders", "settings", "lif", "models", "checks"),
+        code=library(
+            "data", "subsets", "encoders", "settings", "lif", "models", "checks"
+        ),
     output:
         report="results/checks/{dataset}/{encoder}.json",
     log:
@@ -75,7 +48,9 @@ rule snn_forward_check:
 rule train_snn_bptt:
     input:
         subset=rules.materialize_subset.output.tensors,
-        code=library("data", "subsets", "encoders", "settings", "lif", "models", "train"),
+        code=library(
+            "data", "subsets", "encoders", "settings", "lif", "models", "train"
+        ),
     output:
         metrics="results/baselines/bptt/{dataset}/{encoder}/{subset}/metrics.json",
         epochs="results/baselines/bptt/{dataset}/{encoder}/{subset}/epochs.csv",
