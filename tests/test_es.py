@@ -602,21 +602,25 @@ def test_low_rank_noise_has_the_stated_rank_and_scale():
         make_es(es.theta, ES(population=4, rank=1), seed=0, generations=1)
 
 
+@pytest.mark.parametrize("order", ["depth_first", "layer_major"])
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize(("encoder", "spike_noise"),
-                         [("poisson", "shared"), ("poisson", "per_member"), ("repeat", "shared")])
+                         [("poisson", "shared"), ("poisson", "per_member"), ("repeat", "shared"),
+                          ("deterministic", "shared")])
 def test_low_rank_chunked_forward_matches_materialised_members(encoder, spike_noise, fused,
-                                                               monkeypatch):
+                                                               order, monkeypatch):
+    """The shared-W-plus-correction forward equals the sequential evaluator, which builds
+    each member's dense weights (theta + sigma * A @ B.T / sqrt(r)), in either layout:
+    depth-first (the CPU's) and layer-major (EGGROLL's every-layer shared base, the GPU's)."""
     if fused and encoder == "poisson" and spike_noise == "shared":
         monkeypatch.setenv("SNN_ES_COMPILE", "1")  # one case through torch.compile
-    """The shared-W-plus-correction forward equals the sequential evaluator, which builds
-    each member's dense weights (theta + sigma * A @ B.T / sqrt(r))."""
     es, layout, images, labels = _low_rank_population(rank=2)
     task = PopulationTask(TINY, layout, encoder, seed=7, spike_noise=spike_noise, fused=fused)
     fit_seq, acc_seq = evaluate_population("sequential", es, 3, images, labels, task)
     assert len(set(fit_seq.tolist())) == 6
     for chunk in (1, 4, 6):
-        fit, acc = evaluate_population("chunked", es, 3, images, labels, task, chunk_size=chunk)
+        fit, acc = evaluate_population("chunked", es, 3, images, labels, task, chunk_size=chunk,
+                                       layout=order)
         torch.testing.assert_close(fit, fit_seq, rtol=0, atol=1e-10)
         assert torch.equal(acc, acc_seq)
 

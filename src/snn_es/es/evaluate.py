@@ -125,8 +125,10 @@ def evaluate_chunked(
     labels: Tensor,
     task: PopulationTask,
     chunk_size: int,
+    layout: str | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Score members in chunks of ``chunk_size``, one batched forward pass per chunk."""
+    """Score members in chunks of ``chunk_size``, one batched forward pass per chunk
+    (``layout``: see ``population_forward``; None = the device's fastest)."""
     population = strategy.settings.population
     shared = None if task.per_member_spikes else task.inputs(images, generation, None)
     fitness, accuracy = [], []
@@ -141,7 +143,8 @@ def evaluate_chunked(
         else:
             x = shared
         logits = population_forward(params, x, task.cfg, static_input=task.static_input,
-                                    per_member_input=shared is None, fused=task.fused)
+                                    per_member_input=shared is None, fused=task.fused,
+                                    layout=layout)
         f, a = population_scores(logits, labels, task.fitness)
         fitness.append(f)
         accuracy.append(a)
@@ -156,10 +159,11 @@ def evaluate_population(
     labels: Tensor,
     task: PopulationTask,
     chunk_size: int = 16,
+    layout: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Dispatch to the evaluator called ``mode`` (``sequential`` or ``chunked``)."""
     if mode == "sequential":
         return evaluate_sequential(strategy, generation, images, labels, task)
     if mode == "chunked":
-        return evaluate_chunked(strategy, generation, images, labels, task, chunk_size)
+        return evaluate_chunked(strategy, generation, images, labels, task, chunk_size, layout)
     raise ValueError(f"unknown ES mode {mode!r}; valid modes: {', '.join(EVALUATORS)}")
