@@ -3,7 +3,7 @@ SNAKEMAKE ?= ./uv run snakemake
 CORES ?= 1
 
 .PHONY: sync all data subsets cnn snn_forward bptt es_subset es_parallel mnist_es \
-	es_repeat_small es_repeat_big es_norepeat_big benchmark report test lint fmt dag
+	es_repeat_small es_repeat_big es_norepeat_big benchmark benchmark_gpu report test lint fmt dag
 
 sync:  ## install the locked environment
 	./uv sync --locked
@@ -46,6 +46,9 @@ es_norepeat_big:  ## the poisson control at the big subset
 
 benchmark:  ## ES throughput side by side -> results/tables/throughput.csv (not in `all`)
 	$(SNAKEMAKE) --cores $(CORES) benchmark
+
+benchmark_gpu:  ## the same on a CUDA GPU -> results/tables/throughput_gpu.csv (< 5 min)
+	bash scripts/gpu_benchmark.sh
 
 report:  ## HTML report of the published tables and plots
 	$(SNAKEMAKE) --report results/report.html

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,12 +22,14 @@ def test_network_flops_counts_convs_and_linear():
 def test_benchmark_runs_on_a_tiny_size():
     mnist = SNNSettings(input_shape=(1, 28, 28), channels=(2, 4), num_steps=2)
     frame = run_benchmark({"mnist": mnist}, ["poisson", "repeat"], population=4, batch=4,
-                          chunk_sizes=[2, 4], repeats=1, memory_chunks=[2])
-    timed = frame[frame["evals_per_s"].notna()]
+                          chunk_sizes=[2, 4], repeats=1, memory_chunks=[2],
+                          scaling_populations=(2, 4), scaling_batch=2, scaling_chunk=2,
+                          scaling_encoders=("repeat",))
+    timed = frame[frame["evals_per_s"].notna() & (frame["implementation"] != "scaling_lowrank_r1")]
     assert set(timed["implementation"]) == {"snntorch_loop", "sequential", "chunked",
                                             "chunked_eager", "chunked_lowrank_r1",
-                                            "inference_limit"}
-    assert len(timed) == 12 and (timed["evals_per_s"] > 0).all()
+                                            "chunked_lowrank_r1_layer_major", "inference_limit"}
+    assert len(timed) == 14 and (timed["evals_per_s"] > 0).all()
     loop = timed[timed.implementation == "snntorch_loop"]
     assert (loop["ratio_to_snntorch_loop"] == 1).all()
     limit = timed[timed.implementation == "inference_limit"]
@@ -34,7 +37,10 @@ def test_benchmark_runs_on_a_tiny_size():
     assert (timed["flops_share"] > 0).all()
     assert set(timed[timed.implementation == "chunked"]["setting"]) <= {2, 4}
     memory = frame[frame["implementation"] == "chunked_peak_rss_chunk2"]
-    assert len(memory) == 2 and (memory["peak_rss_mb"] > 0).all()
+    assert len(memory) == 2 and (memory["peak_memory_mb"] > 0).all()
+    curve = frame[frame["implementation"] == "scaling_lowrank_r1"]
+    assert list(curve["P"]) == [2, 4] and set(curve["encoder"]) == {"repeat"}
+    assert (curve["peak_memory_mb"] > 0).all() and (curve["evals_per_s"] > 0).all()
 
 
 @pytest.mark.parametrize("fused", [False, True])
@@ -54,3 +60,18 @@ def test_evaluators_score_like_the_snntorch_module(encoder, fused):
             logits, _ = model(x_seq)
             assert float(-F.cross_entropy(logits, labels)) == pytest.approx(
                 float(fitness[member]), abs=1e-9)
+
+
+def test_gpu_benchmark_command_runs_on_the_cpu(tmp_path):
+    """The command scripts/gpu_benchmark.sh runs on a GPU, here on the CPU at a tiny size."""
+    from snn_es.benchmark import main
+
+    out = tmp_path / "throughput_gpu.csv"
+    main(["--device", "cpu", "--out", str(out), "--networks",
+          '{"mnist": {"input_shape": [1, 28, 28], "channels": [2, 4]}}', "--population", "4",
+          "--batch", "4", "--steps", "2", "--chunks", "2", "--repeats", "1",
+          "--scaling-populations", "2", "4", "--scaling-batch", "2", "--scaling-chunk", "2"])
+    table = pd.read_csv(out)
+    assert set(table["device_name"]) == {"cpu"}
+    assert (table[table.implementation == "inference_limit"]["ratio_to_inference_limit"] == 1).all()
+    assert list(table[table.implementation == "scaling_lowrank_r1"]["P"]) == [2, 4]

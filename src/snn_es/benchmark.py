@@ -1,23 +1,36 @@
 """Throughput of one ES generation (P members x B images x T steps), side by side.
 
-Rows (member-sample evaluations per second; one evaluation = one image through T steps):
+Rows (member-image evaluations per second; one evaluation = one image through T steps):
 - ``snntorch_loop``: the snnTorch module network, weights loaded member by member;
-- ``sequential`` / ``chunked``: the project's evaluators with its fast forward (compiled
-  pool + LIF kernels, channels-last convs), chunked at its best chunk size;
-- ``chunked_eager``: the chunked evaluator without compiled kernels or channels-last (what
-  those levers are worth);
-- ``chunked_lowrank``: the chunked evaluator with rank-r (EGGROLL-style) noise, where the
-  first layer's ``W x`` is shared by the chunk;
-- ``inference_limit``: plain no-grad inference of one network with the fastest forward, at
-  the batch size where it is fastest. A full-rank ES generation cannot beat this by much.
+- ``sequential``: the project's fast forward (compiled pool + LIF kernels, channels-last
+  convs), one member at a time;
+- ``chunked``: full-rank members in chunks (depth-first: member by member through every
+  layer, one readout per member), at its best chunk size;
+- ``chunked_eager``: the same without compiled kernels or channels-last (what those levers
+  are worth);
+- ``chunked_lowrank_r{r}``: rank-r (EGGROLL-style) members, depth-first, the first layer's
+  ``W x`` shared by the chunk when its input is;
+- ``chunked_lowrank_r{r}_layer_major``: rank-r members with EGGROLL's layout, every layer's
+  base op once over members x images and a rank-r correction per member;
+- ``inference_limit``: the strict limit. The centre network alone, no ES work, on the same
+  P x B member-images, with the inputs encoded before the clock starts (an ES generation
+  also draws its spikes once); batches of P x B split at the fastest size.
 ``flops_share``: the network's nominal FLOPs (every conv and linear layer at every step) per
 second, as a share of a large float32 matmul's FLOP/s measured in the same run.
 
-Run it with ``make benchmark`` (rule ``benchmark``, settings in the config's ``benchmark``).
+The scaling rows (``scaling``) time the fastest chunked evaluator for populations P at a
+fixed B, with peak memory: resident memory of a fresh process on CPU, the CUDA allocator's
+peak on a GPU.
+
+On CPU, ``make benchmark`` (rule ``benchmark``, settings in the config's ``benchmark``)
+writes ``results/tables/throughput.csv``; on a GPU machine ``scripts/gpu_benchmark.sh``
+writes ``results/tables/throughput_gpu.csv`` through ``python -m snn_es.benchmark``.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -36,6 +49,8 @@ from snn_es.models import make_snn, snn_functional_forward
 from snn_es.seeding import generator_from
 from snn_es.settings import ESSettings, SNNSettings
 
+Tensor = torch.Tensor
+
 
 def network_flops(cfg: SNNSettings) -> float:
     """Nominal FLOPs of one image through T steps (2 per multiply-add, convs and linear)."""
@@ -48,23 +63,34 @@ def network_flops(cfg: SNNSettings) -> float:
     return flops * cfg.num_steps
 
 
-def _time(fn: Callable[[], Any], repeats: int) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:
     fn()  # warm-up (torch.compile, allocator)
     times = []
     for _ in range(repeats):
+        _sync(device)
         tick = time.perf_counter()
         fn()
+        _sync(device)
         times.append(time.perf_counter() - tick)
     return statistics.median(times)
 
 
-def matmul_flops_per_s(size: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    return 2 * size**3 / _time(lambda: a @ b, repeats)
+def matmul_flops_per_s(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    return 2 * size**3 / _time(lambda: a @ b, repeats, device)
 
 
-def _setup(cfg: SNNSettings, population: int, batch: int, rank: int = 0):
-    model = make_snn(cfg, 0)
+def _setup(cfg: SNNSettings, population: int, batch: int, rank: int = 0,
+           device: str | torch.device = "cpu"):
+    """The centre network, its layout, a strategy of ``population`` (rank ``rank``) on
+    ``device``, and B random images (CPU: spikes are drawn there) with labels."""
+    model = make_snn(cfg, 0).to(device)
     layout = ParamLayout.of(model)
     strategy = OpenAIES(layout.flatten(dict(model.named_parameters())),
                         ESSettings(population=population, rank=rank, generations=1), seed=0,
@@ -75,11 +101,37 @@ def _setup(cfg: SNNSettings, population: int, batch: int, rank: int = 0):
     return cfg, model, layout, strategy, images, labels
 
 
+def inference_limit(cfg: SNNSettings, model: torch.nn.Module, task: PopulationTask,
+                    images: Tensor, population: int, repeats: int,
+                    device: torch.device) -> tuple[int, float]:
+    """(best batch size, seconds) of the centre network's forward over P x B member-images,
+    inputs encoded once before timing, in batches of k x B for the fastest k."""
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    x = task.inputs(images, 0, None).to(device)  # [T, B, ...] or [B, ...] (repeat)
+    batch_dim = 0 if task.static_input else 1
+    timed = []
+    for k in sorted({1, 2, 4, 8} & set(range(1, population + 1))):
+        if population % k:
+            continue
+        block = torch.cat([x] * k, dim=batch_dim)
+
+        @torch.no_grad()
+        def forward(block=block, k=k) -> None:
+            for _ in range(population // k):
+                snn_functional_forward(params, block, cfg, static_input=task.static_input,
+                                       fused=True)
+
+        timed.append((k * len(images), _time(forward, repeats, device)))
+    return min(timed, key=lambda item: item[1])
+
+
 def measure(dataset: str, cfg: SNNSettings, encoder: str, population: int, batch: int,
-            chunk_sizes: list[int], repeats: int, low_rank: int = 1) -> list[dict[str, Any]]:
-    cfg, model, layout, strategy, images, labels = _setup(cfg, population, batch)
-    low_rank_strategy = _setup(cfg, population, batch, low_rank)[3]
-    steps = cfg.num_steps
+            chunk_sizes: list[int], repeats: int, low_rank: int = 1,
+            device: str = "cpu") -> list[dict[str, Any]]:
+    """Every implementation's time for one generation of this network and encoder."""
+    dev = torch.device(device)
+    cfg, model, layout, strategy, images, labels = _setup(cfg, population, batch, 0, dev)
+    low_rank_strategy = _setup(cfg, population, batch, low_rank, dev)[3]
     task = PopulationTask(cfg, layout, encoder, seed=0, fused=True)
     eager = PopulationTask(cfg, layout, encoder, seed=0, fused=False)
     evals = population * batch
@@ -87,50 +139,45 @@ def measure(dataset: str, cfg: SNNSettings, encoder: str, population: int, batch
 
     @torch.no_grad()
     def snntorch_loop():
-        x_seq = encode(encoder, images, steps, generator_from(0, "spikes"))
+        x_seq = encode(encoder, images, cfg.num_steps, generator_from(0, "spikes")).to(dev)
         for member in range(population):
             torch.nn.utils.vector_to_parameters(strategy.member(0, member), model.parameters())
             model(x_seq)
 
-    def best_chunk(es: OpenAIES, on: PopulationTask) -> tuple[int, float]:
+    def best_chunk(es: OpenAIES, on: PopulationTask, layout: str | None = None):
         timed = [(c, _time(lambda c=c: evaluate_population(
-            "chunked", es, 0, images, labels, on, c), repeats)) for c in chunk_sizes]
+            "chunked", es, 0, images, labels, on, c, layout), repeats, dev))
+            for c in chunk_sizes]
         return min(timed, key=lambda item: item[1])
 
-    rows.append(("snntorch_loop", None, _time(snntorch_loop, repeats)))
-    rows.append(("sequential", None, _time(
-        lambda: evaluate_population("sequential", strategy, 0, images, labels, task),
-        repeats)))
+    def time_of(mode: str, es: OpenAIES, on: PopulationTask) -> float:
+        return _time(lambda: evaluate_population(mode, es, 0, images, labels, on), repeats, dev)
+
+    rows.append(("snntorch_loop", None, _time(snntorch_loop, repeats, dev)))
+    rows.append(("sequential", None, time_of("sequential", strategy, task)))
     rows.append(("chunked", *best_chunk(strategy, task)))
     rows.append(("chunked_eager", *best_chunk(strategy, eager)))
-    rows.append((f"chunked_lowrank_r{low_rank}", *best_chunk(low_rank_strategy, task)))
-
-    # Inference limit: one network, P*B images in batches of the fastest size.
-    params = dict(model.named_parameters())
-    pool = images.repeat((evals + batch - 1) // batch, 1, 1, 1)[:evals]
-
-    @torch.no_grad()
-    def inference(size: int) -> None:
-        for start in range(0, evals, size):
-            chunk = pool[start:start + size]
-            x = chunk if task.static_input else task.inputs(chunk, 0, None)
-            snn_functional_forward(params, x, cfg, static_input=task.static_input, fused=True)
-
-    limits = [(size, _time(lambda size=size: inference(size), repeats))
-              for size in sorted({batch // 2, batch, 2 * batch, 4 * batch})]
-    best_size, limit_time = min(limits, key=lambda item: item[1])
-    rows.append(("inference_limit", best_size, limit_time))
-
-    out = []
-    for name, setting, seconds in rows:
-        out.append({"implementation": name, "dataset": dataset, "encoder": encoder,
-                    "P": population, "B": batch, "T": steps, "setting": setting,
-                    "seconds_per_generation": seconds, "evals_per_s": evals / seconds,
-                    "gflops_per_s": network_flops(cfg) * evals / seconds / 1e9})
-    return out
+    lowrank = f"chunked_lowrank_r{low_rank}"
+    rows.append((lowrank, *best_chunk(low_rank_strategy, task, "depth_first")))
+    rows.append((f"{lowrank}_layer_major", *best_chunk(low_rank_strategy, task,
+                                                        "layer_major")))
+    rows.append(("inference_limit", *inference_limit(cfg, model, task, images, population,
+                                                     repeats, dev)))
+    return [_row(name, dataset, encoder, cfg, population, batch, setting, seconds, device)
+            for name, setting, seconds in rows]
 
 
-def peak_rss_mb(cfg: SNNSettings, encoder: str, population, batch, chunk) -> float:
+def _row(name: str, dataset: str, encoder: str, cfg: SNNSettings, population: int, batch: int,
+         setting: Any, seconds: float, device: str) -> dict[str, Any]:
+    evals = population * batch
+    return {"implementation": name, "dataset": dataset, "encoder": encoder, "device": device,
+            "P": population, "B": batch, "T": cfg.num_steps, "setting": setting,
+            "seconds_per_generation": seconds, "evals_per_s": evals / seconds,
+            "gflops_per_s": network_flops(cfg) * evals / seconds / 1e9}
+
+
+def peak_rss_mb(cfg: SNNSettings, encoder: str, population: int, batch: int, chunk: int,
+                rank: int = 0) -> float:
     """Peak resident memory of a fresh process that evaluates one chunked generation."""
     code = (
         "import torch\n"
@@ -138,7 +185,7 @@ def peak_rss_mb(cfg: SNNSettings, encoder: str, population, batch, chunk) -> flo
         "from snn_es.es.evaluate import PopulationTask, evaluate_population\n"
         "from snn_es.settings import SNNSettings\n"
         f"cfg, m, layout, s, x, y = _setup(SNNSettings(**{asdict(cfg)!r}), {population}, "
-        f"{batch})\n"
+        f"{batch}, {rank})\n"
         f"task = PopulationTask(cfg, layout, {encoder!r}, 0, fused=True)\n"
         f"evaluate_population('chunked', s, 0, x, y, task, {chunk})\n"
         # VmHWM: this process's own peak (ru_maxrss would inherit the parent's across exec)
@@ -149,35 +196,102 @@ def peak_rss_mb(cfg: SNNSettings, encoder: str, population, batch, chunk) -> flo
     return int(result.stdout.strip().splitlines()[-1]) / 1024
 
 
+def scaling(dataset: str, cfg: SNNSettings, encoder: str, populations: list[int], batch: int,
+            chunk: int, rank: int, repeats: int, device: str = "cpu") -> list[dict[str, Any]]:
+    """Evaluations per second and peak memory of the chunked low-rank evaluator (the
+    device's default layout) against the population size P, at a fixed B."""
+    dev = torch.device(device)
+    rows = []
+    for population in populations:
+        cfg, _, layout, strategy, images, labels = _setup(cfg, population, batch, rank, dev)
+        task = PopulationTask(cfg, layout, encoder, seed=0, fused=True)
+        step = min(chunk, population)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        seconds = _time(lambda: evaluate_population("chunked", strategy, 0, images, labels,
+                                                    task, step), repeats, dev)
+        row = _row(f"scaling_lowrank_r{rank}", dataset, encoder, cfg, population, batch, step,
+                   seconds, device)
+        row["peak_memory_mb"] = (torch.cuda.max_memory_allocated(dev) / 2**20
+                                 if dev.type == "cuda"
+                                 else peak_rss_mb(cfg, encoder, population, batch, step, rank))
+        rows.append(row)
+        print(pd.DataFrame([row]).to_string(), flush=True)
+    return rows
+
+
 def run_benchmark(networks: dict[str, SNNSettings], encoders: list[str], population: int,
                   batch: int, chunk_sizes: list[int], repeats: int, memory_chunks: list[int],
-                  low_rank: int = 1) -> pd.DataFrame:
+                  low_rank: int = 1, scaling_populations: tuple[int, ...] = (),
+                  scaling_batch: int = 32, scaling_chunk: int = 16,
+                  scaling_encoders: tuple[str, ...] = (), device: str = "cpu") -> pd.DataFrame:
     """Time every implementation for each dataset's network (``networks``: dataset name ->
-    its SNN, input shape and T included) and encoder."""
+    its SNN, input shape and T included) and encoder; then the population scaling curve."""
     torch.manual_seed(0)
-    matmul = matmul_flops_per_s()
+    matmul = matmul_flops_per_s(torch.device(device))
     rows = []
     for dataset, cfg in networks.items():
-        steps = cfg.num_steps
         for encoder in encoders:
             part = measure(dataset, cfg, encoder, population, batch, chunk_sizes, repeats,
-                           low_rank)
+                           low_rank, device)
             print(pd.DataFrame(part).to_string(), flush=True)
             base = next(r for r in part if r["implementation"] == "snntorch_loop")
             limit = next(r for r in part if r["implementation"] == "inference_limit")
             for row in part:
                 row["ratio_to_snntorch_loop"] = row["evals_per_s"] / base["evals_per_s"]
                 row["ratio_to_inference_limit"] = row["evals_per_s"] / limit["evals_per_s"]
-                row["flops_share"] = row["gflops_per_s"] * 1e9 / matmul
                 rows.append(row)
-            for chunk in memory_chunks:
-                rows.append({"implementation": f"chunked_peak_rss_chunk{chunk}",
-                             "dataset": dataset, "encoder": encoder, "P": population,
-                             "B": batch, "T": steps, "setting": chunk,
-                             "peak_rss_mb": peak_rss_mb(cfg, encoder, population, batch,
-                                                        chunk)})
+            if device == "cpu":
+                for chunk in memory_chunks:
+                    rows.append({"implementation": f"chunked_peak_rss_chunk{chunk}",
+                                 "dataset": dataset, "encoder": encoder, "device": device,
+                                 "P": population, "B": batch, "T": cfg.num_steps,
+                                 "setting": chunk,
+                                 "peak_memory_mb": peak_rss_mb(cfg, encoder, population, batch,
+                                                               chunk)})
+            if scaling_populations and encoder in scaling_encoders:
+                rows += scaling(dataset, cfg, encoder, list(scaling_populations),
+                                scaling_batch, scaling_chunk, low_rank, repeats, device)
     frame = pd.DataFrame(rows)
-    frame.insert(3, "device", "cpu")
+    frame["flops_share"] = frame["gflops_per_s"] * 1e9 / matmul
     frame["threads"] = torch.get_num_threads()
     frame["matmul_gflops_per_s"] = matmul / 1e9
+    frame["device_name"] = (torch.cuda.get_device_name(torch.device(device))
+                            if device.startswith("cuda") else "cpu")
     return frame
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The GPU benchmark's command line (the CPU one runs through Snakemake)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--networks", required=True,
+                        help='JSON: dataset -> SNNSettings fields, e.g. {"cifar10": '
+                             '{"input_shape": [3, 32, 32], "channels": [16, 32]}}')
+    parser.add_argument("--encoders", nargs="+", default=["poisson", "repeat"])
+    parser.add_argument("--population", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--chunks", type=int, nargs="+", default=[64])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--low-rank", type=int, default=1)
+    parser.add_argument("--scaling-populations", type=int, nargs="*", default=[])
+    parser.add_argument("--scaling-batch", type=int, default=128)
+    parser.add_argument("--scaling-chunk", type=int, default=1024)
+    parser.add_argument("--scaling-encoders", nargs="*", default=["repeat"])
+    args = parser.parse_args(argv)
+    networks = {name: SNNSettings(**{**fields, "num_steps": args.steps})
+                for name, fields in json.loads(args.networks).items()}
+    frame = run_benchmark(networks, args.encoders, args.population, args.batch, args.chunks,
+                          args.repeats, [], args.low_rank, tuple(args.scaling_populations),
+                          args.scaling_batch, args.scaling_chunk, tuple(args.scaling_encoders),
+                          args.device)
+    from snn_es.report import write_csv
+
+    write_csv(frame, args.out)
+    print(frame.to_string())
+
+
+if __name__ == "__main__":
+    main()

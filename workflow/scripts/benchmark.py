@@ -19,7 +19,9 @@ with snakemake_job(snakemake):
     frame = run_benchmark(
         networks, encoders=s["encoders"], population=s["population"], batch=s["batch"],
         chunk_sizes=s["chunks"], repeats=s["repeats"], memory_chunks=s["memory_chunks"],
-        low_rank=s["low_rank"],
+        low_rank=s["low_rank"], scaling_populations=tuple(s["scaling_populations"]),
+        scaling_batch=s["scaling_batch"], scaling_chunk=s["scaling_chunk"],
+        scaling_encoders=tuple(s["scaling_encoders"]),
     )
     write_csv(frame, snakemake.output.throughput)
     print(frame.to_string())

@@ -107,10 +107,12 @@ def evaluate_sequential(
 ) -> tuple[Tensor, Tensor]:
     """Score members one at a time. Returns (fitness [P], accuracy [P])."""
     fitness, accuracy = [], []
-    shared = None if task.per_member_spikes else task.inputs(images, generation, None)
+    device = strategy.theta.device  # spikes are drawn on the CPU, then moved
+    labels = labels.to(device)
+    shared = None if task.per_member_spikes else task.inputs(images, generation, None).to(device)
     for member in range(strategy.settings.population):
         params = task.layout.unflatten(strategy.member(generation, member))
-        x = task.inputs(images, generation, member) if shared is None else shared
+        x = task.inputs(images, generation, member).to(device) if shared is None else shared
         f, a = task.score(params, x, labels)
         fitness.append(f)
         accuracy.append(a)
@@ -130,7 +132,9 @@ def evaluate_chunked(
     """Score members in chunks of ``chunk_size``, one batched forward pass per chunk
     (``layout``: see ``population_forward``; None = the device's fastest)."""
     population = strategy.settings.population
-    shared = None if task.per_member_spikes else task.inputs(images, generation, None)
+    device = strategy.theta.device  # spikes are drawn on the CPU, then moved
+    labels = labels.to(device)
+    shared = None if task.per_member_spikes else task.inputs(images, generation, None).to(device)
     fitness, accuracy = [], []
     for start in range(0, population, chunk_size):
         stop = min(start + chunk_size, population)
@@ -139,7 +143,8 @@ def evaluate_chunked(
         else:
             params = MemberParams(task.layout.unflatten(strategy.members(generation, start, stop)))
         if shared is None:
-            x = torch.stack([task.inputs(images, generation, m) for m in range(start, stop)])
+            x = torch.stack([task.inputs(images, generation, m)
+                             for m in range(start, stop)]).to(device)
         else:
             x = shared
         logits = population_forward(params, x, task.cfg, static_input=task.static_input,

@@ -124,10 +124,10 @@ class OpenAIES:
             if len(shape) >= 2:
                 a = torch.randn(shape[0], rank, generator=gen, dtype=self.theta.dtype)
                 b = torch.randn(math.prod(shape[1:]), rank, generator=gen, dtype=self.theta.dtype)
-                out.append(LowRankNoise(a, b, None))
+                out.append(LowRankNoise(a.to(self.theta.device), b.to(self.theta.device), None))
             else:
                 out.append(LowRankNoise(None, None, torch.randn(
-                    shape, generator=gen, dtype=self.theta.dtype)))
+                    shape, generator=gen, dtype=self.theta.dtype).to(self.theta.device)))
         return out
 
     def noise(self, generation: int, pair: int) -> Tensor:
@@ -141,7 +141,9 @@ class OpenAIES:
                 eps = torch.cat([p.dense(s).reshape(-1) for p, s in zip(parts, self.shapes)])
             else:
                 gen = generator_from(self.seed, "es-noise", generation, pair)
-                eps = torch.randn(self.theta.shape, generator=gen, dtype=self.theta.dtype)
+                # drawn on the CPU (its generator), so every device sees the same noise
+                eps = torch.randn(self.theta.shape, generator=gen,
+                                  dtype=self.theta.dtype).to(self.theta.device)
             if (len(self._noise_cache) + 1) * eps.numel() <= NOISE_CACHE_ELEMENTS:
                 self._noise_cache[key] = eps
             return eps
