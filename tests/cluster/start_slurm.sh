@@ -7,7 +7,9 @@
 #   tests/cluster/start_slurm.sh install   apt-get install the packages (needs root)
 #
 # Everything lives under $SNN_ES_SLURM_STATE (default /tmp/snn-es-slurm): slurm.conf, the
-# database, spool, logs, pid files and an `env` file to source (it sets SLURM_CONF). Every
+# database, spool, logs, pid files and an `env` file to source (it sets SLURM_CONF); the one
+# thing outside it is the link /etc/slurm/slurm.conf -> $STATE/etc/slurm.conf (made only
+# where no slurm.conf exists, removed by `stop`). Every
 # daemon is addressed as 127.0.0.1 (MariaDB and slurmdbd also listen on it only), on
 # non-default ports, and munge on its own socket, so nothing leaves the machine and a
 # system SLURM or munge is not disturbed.
@@ -31,6 +33,9 @@ PACKAGES=(slurm-wlm slurmdbd munge mariadb-server)
 MUNGE_SOCKET="$STATE/run/munge.socket"
 DB_SOCKET="$STATE/run/mysqld.sock"
 export SLURM_CONF="$STATE/etc/slurm.conf"
+# Snakemake's job step drops SLURM_* variables (SLURM_CONF too) before calling srun inside a
+# job, so srun reads the default path: it links to our slurm.conf while the cluster runs.
+SYSTEM_CONF="${SNN_ES_SLURM_SYSTEM_CONF:-/etc/slurm/slurm.conf}"
 
 log() { echo "start_slurm: $*" >&2; }
 
@@ -120,6 +125,8 @@ AccountingStoragePort=$DBD_PORT
 # With slurmdbd this names the munge socket the clients (sacct, sacctmgr) use for it.
 AccountingStoragePass=$MUNGE_SOCKET
 JobCompType=jobcomp/none
+# sacct shows each job's --comment: Snakemake puts the rule and wildcards there.
+AccountingStoreFlags=job_comment
 # Fast turnaround for tests.
 SchedulerType=sched/backfill
 ReturnToService=2
@@ -151,6 +158,23 @@ StorageLoc=slurm_acct_db
 EOF
   chmod 600 "$STATE/etc/slurmdbd.conf"
   echo "export SLURM_CONF=$SLURM_CONF" >"$STATE/env"
+}
+
+link_system_conf() {
+  if [ -e "$SYSTEM_CONF" ] || [ -L "$SYSTEM_CONF" ]; then
+    if [ "$(readlink "$SYSTEM_CONF")" = "$SLURM_CONF" ]; then return 0; fi
+    log "$SYSTEM_CONF exists and is not the test cluster's: refusing to replace it" \
+      "(jobs' srun would read it; set SNN_ES_SLURM_SYSTEM_CONF if it lives elsewhere)"
+    return 1
+  fi
+  mkdir -p "$(dirname "$SYSTEM_CONF")"
+  ln -s "$SLURM_CONF" "$SYSTEM_CONF"
+}
+
+unlink_system_conf() {
+  if [ -L "$SYSTEM_CONF" ] && [ "$(readlink "$SYSTEM_CONF")" = "$SLURM_CONF" ]; then
+    rm -f "$SYSTEM_CONF"
+  fi
 }
 
 db() { mariadb --no-defaults --socket="$DB_SOCKET" -uroot "$@"; }
@@ -198,6 +222,7 @@ cluster_up() {
   for name in munged mysqld slurmdbd slurmctld slurmd; do
     pid_alive "$STATE/run/$name.pid" || return 1
   done
+  [ "$(readlink "$SYSTEM_CONF")" = "$SLURM_CONF" ] || return 1
   sinfo -h -N -o '%T' 2>/dev/null | grep -Eq '^(idle|mixed|allocated)'
 }
 
@@ -209,6 +234,7 @@ start() {
   fi
   stop_daemons  # whatever is left of an earlier start
   write_config
+  link_system_conf
   start_munge
   start_database
   start_accounting
@@ -237,6 +263,7 @@ stop() {
     scancel --full --quiet --partition="$PARTITION" 2>/dev/null || true
   fi
   stop_daemons
+  unlink_system_conf
   case "$STATE" in
     / | "") ;;
     *) rm -rf "$STATE" ;;
