@@ -47,30 +47,46 @@ have_packages() {
   done
 }
 
-install_packages() {
-  have_packages && return 0
-  if ! command -v apt-get >/dev/null; then
-    log "apt-get not found: cannot install ${PACKAGES[*]}"
-    return 1
-  fi
-  if [ "$(id -u)" != 0 ]; then
-    log "installing ${PACKAGES[*]} needs root"
-    return 1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+# Why the last `install` failed, for the tests' skip message (removed once it succeeds).
+INSTALL_ERR="${SNN_ES_SLURM_INSTALL_ERR:-/tmp/snn-es-slurm-install.err}"
+
+install_failed() {
+  log "$*"
+  echo "$*" >"$INSTALL_ERR"
+  return 1
 }
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+install_packages() {
+  if have_packages; then rm -f "$INSTALL_ERR"; return 0; fi
+  command -v apt-get >/dev/null || install_failed "apt-get not found: cannot install ${PACKAGES[*]}"
+  [ "$(id -u)" = 0 ] || install_failed "installing ${PACKAGES[*]} needs root"
+  export DEBIAN_FRONTEND=noninteractive
+  local out
+  if ! out=$( { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+    "${PACKAGES[@]}"; } 2>&1 ); then
+    echo "$out" | tail -n 20 >&2
+    install_failed "apt-get install ${PACKAGES[*]} failed: $(echo "$out" | grep -E '^(E|W):' | tail -n 1)"
+  fi
+  have_packages || install_failed "${PACKAGES[*]} installed, but a daemon or tool is missing"
+  rm -f "$INSTALL_ERR"
+}
+
+# pid_alive PIDFILE NAME: the process the pid file names runs and is NAME (a stale pid file
+# from a killed run may name an unrelated process by now; that one is never touched).
+pid_alive() {
+  local pid
+  [ -f "$1" ] || return 1
+  pid=$(cat "$1" 2>/dev/null)
+  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]
+}
 
 stop_pid() {  # stop_pid PIDFILE NAME: TERM, wait, then KILL the one process we started
   local file=$1 name=$2 pid
-  [ -f "$file" ] || return 0
-  pid=$(cat "$file")
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+  if pid_alive "$file" "$name"; then
+    pid=$(cat "$file" 2>/dev/null)
     kill "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
+    for _ in $(seq 100); do pid_alive "$file" "$name" || break; sleep 0.1; done
+    if pid_alive "$file" "$name"; then
       log "$name ($pid) did not stop on TERM; killing it"
       kill -9 "$pid" 2>/dev/null || true
     fi
@@ -198,7 +214,7 @@ start_database() {
   fi
   # root without a password, reachable on 127.0.0.1 only: slurmdbd's StorageUser.
   setsid mariadbd --no-defaults --datadir="$STATE/db" --user=root --socket="$DB_SOCKET" \
-    --port="$DB_PORT" --bind-address=127.0.0.1 --pid-file="$STATE/run/mysqld.pid" \
+    --port="$DB_PORT" --bind-address=127.0.0.1 --pid-file="$STATE/run/mariadbd.pid" \
     --log-error="$STATE/log/mariadb.log" --skip-log-bin --innodb-buffer-pool-size=32M \
     --skip-name-resolve </dev/null >/dev/null 2>&1 &
   wait_for 60 db -e 'select 1' || { log "MariaDB did not start; see $STATE/log/mariadb.log"; return 1; }
@@ -219,8 +235,8 @@ start_accounting() {
 
 cluster_up() {
   local name
-  for name in munged mysqld slurmdbd slurmctld slurmd; do
-    pid_alive "$STATE/run/$name.pid" || return 1
+  for name in munged mariadbd slurmdbd slurmctld slurmd; do
+    pid_alive "$STATE/run/$name.pid" "$name" || return 1
   done
   [ "$(readlink "$SYSTEM_CONF")" = "$SLURM_CONF" ] || return 1
   sinfo -h -N -o '%T' 2>/dev/null | grep -Eq '^(idle|mixed|allocated)'
@@ -254,12 +270,12 @@ stop_daemons() {
   stop_pid "$STATE/run/slurmd.pid" slurmd
   stop_pid "$STATE/run/slurmctld.pid" slurmctld
   stop_pid "$STATE/run/slurmdbd.pid" slurmdbd
-  stop_pid "$STATE/run/mysqld.pid" mariadbd
+  stop_pid "$STATE/run/mariadbd.pid" mariadbd
   stop_pid "$STATE/run/munged.pid" munged
 }
 
 stop() {
-  if [ -f "$SLURM_CONF" ] && pid_alive "$STATE/run/slurmctld.pid"; then
+  if [ -f "$SLURM_CONF" ] && pid_alive "$STATE/run/slurmctld.pid" slurmctld; then
     scancel --full --quiet --partition="$PARTITION" 2>/dev/null || true
   fi
   stop_daemons
