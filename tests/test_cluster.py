@@ -39,6 +39,7 @@ PARTITION = os.environ.get("SNN_ES_SLURM_PARTITION", "debug")
 ACCOUNT = os.environ.get("SNN_ES_SLURM_ACCOUNT", "snnes")
 LONG_RUN = "results/es/tinygray/repeat/small/sequential/seed0"  # the run that is cancelled
 LONG_GENERATIONS = 40
+CANCEL_AFTER = 4  # scancel once this generation is checkpointed: resume at a later one
 INSTALL_ERR = Path(os.environ.get("SNN_ES_SLURM_INSTALL_ERR", "/tmp/snn-es-slurm-install.err"))
 TIMING_COLUMNS = ("wall_s", "member_evals_per_s")  # wall-clock, differ between any two runs
 
@@ -149,15 +150,26 @@ def slurm():
         subprocess.run(["bash", str(START), "stop"], env=slurm_env(), timeout=120)
 
 
+def _checkpointed_generation(path: Path) -> int | None:
+    from snn_es.io import torch_load
+
+    try:
+        return torch_load(path)["generation"]
+    except (FileNotFoundError, RuntimeError, EOFError):  # not there yet
+        return None
+
+
 def cancel_when_checkpointed(workdir: Path, proc: subprocess.Popen, env,
                              timeout: float = 300) -> dict:
-    """Wait for the long ES run's first checkpoint, then `scancel` its SLURM job."""
+    """Wait until the long ES run has checkpointed generation CANCEL_AFTER, then `scancel`
+    its SLURM job (a checkpoint is written atomically after every generation)."""
     checkpoint = workdir / LONG_RUN / "checkpoint.pt"
     deadline = time.monotonic() + timeout
-    while not checkpoint.exists():
-        assert proc.poll() is None, "snakemake ended before the ES run wrote a checkpoint"
-        assert time.monotonic() < deadline, "the ES run wrote no checkpoint in time"
-        time.sleep(0.1)
+    while (generation := _checkpointed_generation(checkpoint)) is None or \
+            generation < CANCEL_AFTER:
+        assert proc.poll() is None, "snakemake ended before the ES run was checkpointed"
+        assert time.monotonic() < deadline, "the ES run was not checkpointed in time"
+        time.sleep(0.05)
     jobs = [(job_id, state) for job_id, state, comment in squeue(env)
             if comment.startswith("rule_run_es_") and "sequential" in comment]
     assert len(jobs) == 1 and jobs[0][1] == "RUNNING", jobs
@@ -256,7 +268,7 @@ def test_cancelled_es_run_resumed_from_its_checkpoint_to_the_same_result(runs):
     assert match, log[-2000:]
     generation = int(match.group(2))
     print(f"resumed at generation {generation} of {LONG_GENERATIONS}")
-    assert 0 < generation < LONG_GENERATIONS
+    assert CANCEL_AFTER < generation < LONG_GENERATIONS
     assert not (workdir / LONG_RUN / "checkpoint.pt").exists()  # removed once complete
     # Bit-identical to the uninterrupted local run (timing columns aside).
     assert _log_rows(workdir / LONG_RUN / "log.csv") == _log_rows(local / LONG_RUN / "log.csv")
