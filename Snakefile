@@ -12,6 +12,7 @@ include: "workflow/rules/es.smk"
 include: "workflow/rules/diagnostics.smk"
 include: "workflow/rules/ablation.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/cluster.smk"
 
 
 rule all:

@@ -7,8 +7,6 @@ include: "ablation_helpers.smk"
 
 
 use rule run_es as run_ablation with:
-    log:
-        "logs/run_ablation/{run}.log",
     wildcard_constraints:
         run=id_pattern(STUDY_RUNS),
 

@@ -28,7 +28,7 @@ rule run_es:
         metrics="results/{run}/metrics.json",
         params="results/{run}/params.pt",
     log:
-        "logs/run_es/{run}.log",
+        "logs/{run}.log",  # logs/es/... and, for the studies, logs/ablation/...
     wildcard_constraints:
         run=id_pattern(GRID_RUNS),
     conda:
