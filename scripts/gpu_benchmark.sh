@@ -36,4 +36,4 @@ exec $python -m snn_es.benchmark --device cuda --out "$out" \
                "mnist": {"input_shape": [1, 28, 28], "channels": [8, 16]}}' \
   --encoders poisson repeat --population 1024 --batch 128 --steps 8 --chunks 128 256 \
   --repeats 3 --low-rank 1 --scaling-populations 256 1024 4096 8192 --scaling-batch 128 \
-  --scaling-chunk 256 --scaling-encoders repeat
+  --scaling-chunk 256 --scaling-encoders repeat --image-chunks 128

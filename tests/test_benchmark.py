@@ -24,7 +24,7 @@ def test_benchmark_runs_on_a_tiny_size():
     frame = run_benchmark({"mnist": mnist}, ["poisson", "repeat"], population=4, batch=4,
                           chunk_sizes=[2, 4], repeats=1, memory_chunks=[2],
                           scaling_populations=(2, 4), scaling_batch=2, scaling_chunk=2,
-                          scaling_encoders=("repeat",))
+                          scaling_encoders=("repeat",), image_chunks=(2, 4))
     timed = frame[frame["evals_per_s"].notna() & (frame["implementation"] != "scaling_lowrank_r1")]
     assert set(timed["implementation"]) == {"snntorch_loop", "sequential", "chunked",
                                             "chunked_eager", "chunked_lowrank_r1",
@@ -35,7 +35,8 @@ def test_benchmark_runs_on_a_tiny_size():
     limit = timed[timed.implementation == "inference_limit"]
     assert (limit["ratio_to_inference_limit"] == 1).all()
     assert (timed["flops_share"] > 0).all()
-    assert set(timed[timed.implementation == "chunked"]["setting"]) <= {2, 4}
+    assert set(timed[timed.implementation == "chunked"]["setting"]) <= {"2x2", "2x4", "4x2",
+                                                                        "4x4"}
     memory = frame[frame["implementation"] == "chunked_peak_rss_chunk2"]
     assert len(memory) == 2 and (memory["peak_memory_mb"] > 0).all()
     curve = frame[frame["implementation"] == "scaling_lowrank_r1"]
@@ -70,7 +71,8 @@ def test_gpu_benchmark_command_runs_on_the_cpu(tmp_path):
     main(["--device", "cpu", "--out", str(out), "--networks",
           '{"mnist": {"input_shape": [1, 28, 28], "channels": [2, 4]}}', "--population", "4",
           "--batch", "4", "--steps", "2", "--chunks", "2", "--repeats", "1",
-          "--scaling-populations", "2", "4", "--scaling-batch", "2", "--scaling-chunk", "2"])
+          "--scaling-populations", "2", "4", "--scaling-batch", "2", "--scaling-chunk", "2",
+          "--image-chunks", "2"])
     table = pd.read_csv(out)
     assert set(table["device_name"]) == {"cpu"}
     assert (table[table.implementation == "inference_limit"]["ratio_to_inference_limit"] == 1).all()

@@ -383,14 +383,17 @@ def test_trajectory_is_independent_of_mode_and_chunk_size(tmp_path, encoder, spi
 
 @pytest.mark.parametrize("rank", [0, 1])
 def test_execution_settings_change_no_result(tmp_path, rank, compiled_kernels):
-    """Chunk size, the fused (compiled, channels-last) path and the checkpoint interval are
-    speed settings: a run gives bit-identical weights, logs and metrics under any of them.
+    """Chunk size, image pieces, the fused (compiled, channels-last) path and the checkpoint
+    interval are speed settings: a run gives bit-identical weights, logs and metrics under any of them.
     That is why they are Snakemake resources, not part of a run's spec (no rerun)."""
     es = replace(TINY_ES, generations=4, rank=rank)
     runs = [run(tmp_path, f"exec{i}", es=es, execution=execution) for i, execution in
-            enumerate([ExecutionSettings(chunk_size=2, fused=False, checkpoint_every=1),
-                       ExecutionSettings(chunk_size=6, fused=True, checkpoint_every=3),
-                       ExecutionSettings(chunk_size=4, fused=True, checkpoint_every=2)])]
+            enumerate([ExecutionSettings(chunk_size=2, image_chunk=8, fused=False,
+                                         checkpoint_every=1),
+                       ExecutionSettings(chunk_size=6, image_chunk=3, fused=True,
+                                         checkpoint_every=3),
+                       ExecutionSettings(chunk_size=4, image_chunk=5, fused=True,
+                                         checkpoint_every=2)])]
     ref_metrics, ref_rows, ref_theta = runs[0]
     assert not torch.equal(ref_theta, initial_theta())  # it trained
     for metrics, rows, theta in runs[1:]:

@@ -105,29 +105,30 @@ def inference_limit(cfg: SNNSettings, model: torch.nn.Module, task: PopulationTa
                     images: Tensor, population: int, repeats: int,
                     device: torch.device) -> tuple[int, float]:
     """(best batch size, seconds) of the centre network's forward over P x B member-images,
-    inputs encoded once before timing, in batches of k x B for the fastest k."""
+    inputs encoded once before timing, in batches of the fastest size (B/4 to 8B)."""
     params = {name: p.detach() for name, p in model.named_parameters()}
     x = task.inputs(images, 0, None).to(device)  # [T, B, ...] or [B, ...] (repeat)
-    batch_dim = 0 if task.static_input else 1
-    timed = []
-    for k in sorted({1, 2, 4, 8} & set(range(1, population + 1))):
-        if population % k:
+    batch_dim, batch = (0 if task.static_input else 1), len(images)
+    total, timed = population * batch, []
+    for size in sorted({batch // 4, batch // 2, batch, 2 * batch, 4 * batch, 8 * batch}):
+        if size < 1 or size > total or total % size or (size < batch and batch % size):
             continue
-        block = torch.cat([x] * k, dim=batch_dim)
+        block = (x.narrow(batch_dim, 0, size) if size <= batch
+                 else torch.cat([x] * (size // batch), dim=batch_dim))
 
         @torch.no_grad()
-        def forward(block=block, k=k) -> None:
-            for _ in range(population // k):
+        def forward(block=block, size=size) -> None:
+            for _ in range(total // size):
                 snn_functional_forward(params, block, cfg, static_input=task.static_input,
                                        fused=True)
 
-        timed.append((k * len(images), _time(forward, repeats, device)))
+        timed.append((size, _time(forward, repeats, device)))
     return min(timed, key=lambda item: item[1])
 
 
 def measure(dataset: str, cfg: SNNSettings, encoder: str, population: int, batch: int,
-            chunk_sizes: list[int], repeats: int, low_rank: int = 1,
-            device: str = "cpu") -> list[dict[str, Any]]:
+            chunk_sizes: list[int], repeats: int, low_rank: int = 1, device: str = "cpu",
+            image_chunks: tuple[int | None, ...] = (None,)) -> list[dict[str, Any]]:
     """Every implementation's time for one generation of this network and encoder."""
     dev = torch.device(device)
     cfg, model, layout, strategy, images, labels = _setup(cfg, population, batch, 0, dev)
@@ -144,10 +145,12 @@ def measure(dataset: str, cfg: SNNSettings, encoder: str, population: int, batch
             torch.nn.utils.vector_to_parameters(strategy.member(0, member), model.parameters())
             model(x_seq)
 
-    def best_chunk(es: OpenAIES, on: PopulationTask, layout: str | None = None):
-        timed = [(c, _time(lambda c=c: evaluate_population(
-            "chunked", es, 0, images, labels, on, c, layout), repeats, dev))
-            for c in chunk_sizes]
+    def best_chunk(es: OpenAIES, on: PopulationTask, layout: str | None = None,
+                   pieces: tuple[int | None, ...] = (None,)):
+        """(setting "members x images", seconds) of the fastest chunking."""
+        timed = [(f"{c}x{b or batch}", _time(lambda c=c, b=b: evaluate_population(
+            "chunked", es, 0, images, labels, on, c, layout, b), repeats, dev))
+            for c in chunk_sizes for b in pieces]
         return min(timed, key=lambda item: item[1])
 
     def time_of(mode: str, es: OpenAIES, on: PopulationTask) -> float:
@@ -155,10 +158,10 @@ def measure(dataset: str, cfg: SNNSettings, encoder: str, population: int, batch
 
     rows.append(("snntorch_loop", None, _time(snntorch_loop, repeats, dev)))
     rows.append(("sequential", None, time_of("sequential", strategy, task)))
-    rows.append(("chunked", *best_chunk(strategy, task)))
+    rows.append(("chunked", *best_chunk(strategy, task, None, image_chunks)))
     rows.append(("chunked_eager", *best_chunk(strategy, eager)))
     lowrank = f"chunked_lowrank_r{low_rank}"
-    rows.append((lowrank, *best_chunk(low_rank_strategy, task, "depth_first")))
+    rows.append((lowrank, *best_chunk(low_rank_strategy, task, "depth_first", image_chunks)))
     rows.append((f"{lowrank}_layer_major", *best_chunk(low_rank_strategy, task,
                                                         "layer_major")))
     rows.append(("inference_limit", *inference_limit(cfg, model, task, images, population,
@@ -197,7 +200,8 @@ def peak_rss_mb(cfg: SNNSettings, encoder: str, population: int, batch: int, chu
 
 
 def scaling(dataset: str, cfg: SNNSettings, encoder: str, populations: list[int], batch: int,
-            chunk: int, rank: int, repeats: int, device: str = "cpu") -> list[dict[str, Any]]:
+            chunk: int, rank: int, repeats: int, device: str = "cpu",
+            image_chunk: int | None = None) -> list[dict[str, Any]]:
     """Evaluations per second and peak memory of the chunked low-rank evaluator (the
     device's default layout) against the population size P, at a fixed B."""
     dev = torch.device(device)
@@ -209,7 +213,7 @@ def scaling(dataset: str, cfg: SNNSettings, encoder: str, populations: list[int]
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         seconds = _time(lambda: evaluate_population("chunked", strategy, 0, images, labels,
-                                                    task, step), repeats, dev)
+                                                    task, step, None, image_chunk), repeats, dev)
         row = _row(f"scaling_lowrank_r{rank}", dataset, encoder, cfg, population, batch, step,
                    seconds, device)
         row["peak_memory_mb"] = (torch.cuda.max_memory_allocated(dev) / 2**20
@@ -224,7 +228,8 @@ def run_benchmark(networks: dict[str, SNNSettings], encoders: list[str], populat
                   batch: int, chunk_sizes: list[int], repeats: int, memory_chunks: list[int],
                   low_rank: int = 1, scaling_populations: tuple[int, ...] = (),
                   scaling_batch: int = 32, scaling_chunk: int = 16,
-                  scaling_encoders: tuple[str, ...] = (), device: str = "cpu") -> pd.DataFrame:
+                  scaling_encoders: tuple[str, ...] = (), device: str = "cpu",
+                  image_chunks: tuple[int | None, ...] = (None,)) -> pd.DataFrame:
     """Time every implementation for each dataset's network (``networks``: dataset name ->
     its SNN, input shape and T included) and encoder; then the population scaling curve."""
     torch.manual_seed(0)
@@ -233,7 +238,7 @@ def run_benchmark(networks: dict[str, SNNSettings], encoders: list[str], populat
     for dataset, cfg in networks.items():
         for encoder in encoders:
             part = measure(dataset, cfg, encoder, population, batch, chunk_sizes, repeats,
-                           low_rank, device)
+                           low_rank, device, image_chunks)
             print(pd.DataFrame(part).to_string(), flush=True)
             base = next(r for r in part if r["implementation"] == "snntorch_loop")
             limit = next(r for r in part if r["implementation"] == "inference_limit")
@@ -251,7 +256,8 @@ def run_benchmark(networks: dict[str, SNNSettings], encoders: list[str], populat
                                                                chunk)})
             if scaling_populations and encoder in scaling_encoders:
                 rows += scaling(dataset, cfg, encoder, list(scaling_populations),
-                                scaling_batch, scaling_chunk, low_rank, repeats, device)
+                                scaling_batch, scaling_chunk, low_rank, repeats, device,
+                                image_chunks[0])
     frame = pd.DataFrame(rows)
     frame["flops_share"] = frame["gflops_per_s"] * 1e9 / matmul
     frame["threads"] = torch.get_num_threads()
@@ -274,6 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--chunks", type=int, nargs="+", default=[64])
+    parser.add_argument("--image-chunks", type=int, nargs="+", default=[128])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--low-rank", type=int, default=1)
     parser.add_argument("--scaling-populations", type=int, nargs="*", default=[])
@@ -286,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     frame = run_benchmark(networks, args.encoders, args.population, args.batch, args.chunks,
                           args.repeats, [], args.low_rank, tuple(args.scaling_populations),
                           args.scaling_batch, args.scaling_chunk, tuple(args.scaling_encoders),
-                          args.device)
+                          args.device, tuple(args.image_chunks))
     from snn_es.report import write_csv
 
     write_csv(frame, args.out)

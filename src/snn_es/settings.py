@@ -186,6 +186,8 @@ class ExecutionSettings:
     """How fast a run goes, never what it computes: changing these reruns nothing."""
 
     chunk_size: int = setting(16, "Members per batched forward pass of the chunked evaluator.")
+    image_chunk: int = setting(
+        32, "Minibatch images per forward pass of the chunked evaluator (cache-sized pieces).")
     fused: bool = setting(
         True, "Compiled pool + LIF kernels (torch.compile, eager fallback) and channels-last "
               "convs.")
@@ -193,8 +195,8 @@ class ExecutionSettings:
                                        "kill).")
 
     def __post_init__(self) -> None:
-        if self.chunk_size < 1 or self.checkpoint_every < 1:
-            raise ValueError("chunk_size and checkpoint_every must be >= 1")
+        if min(self.chunk_size, self.image_chunk, self.checkpoint_every) < 1:
+            raise ValueError("chunk_size, image_chunk and checkpoint_every must be >= 1")
 
 
 def canonical(settings) -> dict[str, Any]:

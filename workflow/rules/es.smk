@@ -36,6 +36,7 @@ rule run_es:
     resources:
         # speed only, never results: resources are no rerun trigger
         chunk_size=EXECUTION.chunk_size,
+        image_chunk=EXECUTION.image_chunk,
         fused=int(EXECUTION.fused),
         checkpoint_every=EXECUTION.checkpoint_every,
     params:

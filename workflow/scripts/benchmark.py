@@ -21,7 +21,7 @@ with snakemake_job(snakemake):
         chunk_sizes=s["chunks"], repeats=s["repeats"], memory_chunks=s["memory_chunks"],
         low_rank=s["low_rank"], scaling_populations=tuple(s["scaling_populations"]),
         scaling_batch=s["scaling_batch"], scaling_chunk=s["scaling_chunk"],
-        scaling_encoders=tuple(s["scaling_encoders"]),
+        scaling_encoders=tuple(s["scaling_encoders"]), image_chunks=tuple(s["image_chunks"]),
     )
     write_csv(frame, snakemake.output.throughput)
     print(frame.to_string())

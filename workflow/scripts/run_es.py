@@ -15,7 +15,8 @@ with snakemake_job(snakemake):
     cfg = SNNSettings(input_shape=tuple(subset["train_images"].shape[1:]),
                       num_classes=len(subset["classes"]), **spec["snn"])
     # Speed only (config section `execution`), passed as resources so it reruns nothing.
-    execution = ExecutionSettings(chunk_size=resources.chunk_size, fused=bool(resources.fused),
+    execution = ExecutionSettings(chunk_size=resources.chunk_size,
+                                  image_chunk=resources.image_chunk, fused=bool(resources.fused),
                                   checkpoint_every=resources.checkpoint_every)
     # The checkpoint is not a declared output, so Snakemake keeps it when a run is killed
     # and the rerun resumes from it.

@@ -137,7 +137,8 @@ def run_es(
         batch = batch[: es.batch_size]
         images, labels = to_float(train_x[batch]), train_y[batch]
         fitness, accuracy = evaluate_population(
-            mode, strategy, generation, images, labels, task, execution.chunk_size)
+            mode, strategy, generation, images, labels, task, execution.chunk_size,
+            image_chunk=execution.image_chunk)
         if not torch.isfinite(fitness).all():
             # Name the newest checkpoint actually written, not the last finished generation.
             kept = (f"No checkpoint of this run was written yet ({checkpoint_path})."
