@@ -1,24 +1,22 @@
-"""One forward pass for a chunk of C population members, without ``vmap``.
+"""One forward pass for a chunk of C population members, in one of two layouts.
 
-Activity is laid out member-major, [C, T, B, channels, H, W], so each member's slice is a
-contiguous ordinary batch.
+**Depth-first** (``_depth_first``; the CPU's): member by member through every layer with
+``models.hidden_layer``, exactly as the sequential evaluator does, stacking only the logits.
+Stacking the chunk's activations after every layer, as an earlier version did, cost a
+quarter of a CIFAR-10 generation in memory copies. Full-rank members (``MemberParams``) have
+their own weights; low-rank members (``LowRankParams``, EGGROLL-style: member c's weight is
+``W + A_c @ B_c.T``, scales folded into ``A_c``) are materialised per layer, except where the
+first layer's input is shared by the chunk (common spikes, the ``repeat`` image): there
+``W x`` is computed once for the chunk plus a rank-r correction ``A_c @ (B_c.T x)`` per
+member.
 
-Full-rank members (``MemberParams``) have their own weights: each conv runs per member as a
-plain dense convolution. On CPU that is faster than one grouped convolution over the chunk
-(measured 22 vs 35 ms per member for the second layer of the CIFAR-10 SNN); max-pooling,
-the LIF scan (``snn_es.models.pool_lif``) and the readout matmul are shared code.
+**Layer-major** (``_layer_major``; EGGROLL's, chosen on a GPU): every layer's base op runs
+once with the shared ``W`` over members x images, and each member adds its rank-r
+correction, all members at once (a grouped conv with r filters per member; batched matmuls
+for the readout). On this 2-core CPU it is 4-8x slower (grouped convs, activation traffic).
 
-Low-rank members (``LowRankParams``, EGGROLL-style) share the centre weights ``W``: member
-c's weight is ``W + A_c @ B_c.T`` (scales folded into ``A_c``). Where the input is shared
-by the chunk (the first layer, with common spikes or the ``repeat`` image), ``W x`` is
-computed once for the whole chunk plus a cheap rank-r correction ``A_c @ (B_c.T x)`` per
-member. Later layers see per-member inputs, so nothing is shared there and each member's
-dense weight is materialised instead. On this 2-core CPU the layers are
-memory-bound (pooling and LIF over the pre-pool maps cost as much as the convs), so sharing
-``W x`` saves less than the FLOP count suggests; on a GPU the saving is larger.
-
-Member by member, both compute the same function as ``snn_es.models.snn_functional_forward``
-on the materialised weights (checked in the tests to float64 rounding).
+Both compute, member by member, the same function as ``models.snn_functional_forward`` on
+the materialised weights (checked in the tests to float64 rounding).
 """
 
 from __future__ import annotations
