@@ -161,8 +161,8 @@ def evaluate_chunked(
                        per_member_input=shared is None, fused=task.fused, layout=layout)
         piece = image_chunk or len(labels)
         logits = torch.cat([
-            population_forward(x=_images(x, start, start + piece, task, shared is None),
-                               **forward) for start in range(0, len(labels), piece)], dim=1)
+            population_forward(x=_images(x, first, first + piece, task, shared is None),
+                               **forward) for first in range(0, len(labels), piece)], dim=1)
         f, a = population_scores(logits, labels, task.fitness)
         fitness.append(f)
         accuracy.append(a)
