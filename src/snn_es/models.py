@@ -125,6 +125,11 @@ def _conv_pool(x: Tensor, weight: Tensor, bias: Tensor, padding: int) -> Tensor:
     return F.max_pool2d(F.conv2d(x, weight, bias, padding=padding), 2)
 
 
+def conv_input(h: Tensor, fused: bool) -> Tensor:
+    """Channels-last on the fused path: oneDNN's fast layout for these narrow convs on CPU."""
+    return h.contiguous(memory_format=torch.channels_last) if fused else h
+
+
 def hidden_layer(h: Tensor, weight: Tensor, bias: Tensor, cfg: SNNSettings, static: bool,
                  fused: bool, spike: Callable[[Tensor], Tensor]) -> Tensor:
     """Conv -> MaxPool(2) -> LIF over all T steps: spikes [T, B, C, H', W'].
@@ -138,8 +143,8 @@ def hidden_layer(h: Tensor, weight: Tensor, bias: Tensor, cfg: SNNSettings, stat
     padding = cfg.kernel_size // 2
     conv_in = h if static else h.flatten(0, 1)
     if fused:
-        conv_in = conv_in.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout
-        return pool_lif(F.conv2d(conv_in, weight, bias, padding=padding), cfg, static, True)
+        out = F.conv2d(conv_input(conv_in, True), weight, bias, padding=padding)
+        return pool_lif(out, cfg, static, True)
     cur = _conv_pool(conv_in, weight, bias, padding)
     if static:
         currents = cur.unsqueeze(0).expand(cfg.num_steps, *cur.shape)

@@ -22,14 +22,14 @@ the materialised weights (checked in the tests to float64 rounding).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from snn_es.lif import _pool_lif, compiled_call, heaviside, lif_constants, output_layer, pool_lif
-from snn_es.models import hidden_layer
+from snn_es.models import conv_input, hidden_layer
 from snn_es.settings import FITNESSES, SNNSettings
 
 
@@ -54,21 +54,20 @@ class LowRankParams:
     a: Mapping[str, Tensor]
     b: Mapping[str, Tensor]
     bias: Mapping[str, Tensor]
+    # dense weights built so far: the evaluator calls the forward once per image piece
+    _dense: dict[str, Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def members(self) -> int:
         return self.a["fc.weight"].shape[0]
 
     def dense(self, name: str) -> Tensor:
-        """The members' full weights [C, *shape] of weight tensor ``name``."""
-        base = self.base[name]
-        delta = self.a[name] @ self.b[name].transpose(1, 2)  # [C, out, in]
-        return base + delta.reshape(-1, *base.shape)
-
-
-def _conv_input(h: Tensor, fused: bool) -> Tensor:
-    # channels-last: oneDNN's fast layout for these narrow convs on CPU
-    return h.contiguous(memory_format=torch.channels_last) if fused else h
+        """The members' full weights [C, *shape] of weight tensor ``name`` (built once)."""
+        if name not in self._dense:
+            base = self.base[name]
+            delta = self.a[name] @ self.b[name].transpose(1, 2)  # [C, out, in]
+            self._dense[name] = base + delta.reshape(-1, *base.shape)
+        return self._dense[name]
 
 
 def _member_weights(members: MemberParams | LowRankParams, name: str) -> Tensor:
@@ -96,7 +95,7 @@ def _shared_first_layer(members: LowRankParams, x: Tensor, cfg: SNNSettings, sta
     weight, a, b = members.base["conv1.weight"], members.a["conv1.weight"], members.b["conv1.weight"]
     padding, rank = cfg.kernel_size // 2, a.shape[-1]
     filters = b.transpose(1, 2).reshape(-1, *weight.shape[1:])  # B_c.T as r filters each
-    conv_in = _conv_input(x if static else x.flatten(0, 1), fused)
+    conv_in = conv_input(x if static else x.flatten(0, 1), fused)
     base = F.conv2d(conv_in, weight, padding=padding)  # once for the whole chunk
     corr = F.conv2d(conv_in, filters, padding=padding)  # [S, C*r, H, W]
     bias = members.bias["conv1.bias"]
@@ -167,15 +166,15 @@ def _layer_major(members: LowRankParams, x: Tensor, cfg: SNNSettings, static_inp
         static = i == 1 and static_input
         shared = i == 1 and not per_member_input
         if shared:
-            conv_in = _conv_input(h if static else h.flatten(0, 1), fused)  # [S, in, H, W]
+            conv_in = conv_input(h if static else h.flatten(0, 1), fused)  # [S, in, H, W]
             base = F.conv2d(conv_in, weight, padding=padding).unsqueeze(0)  # [1, S, out, ..]
             corr = F.conv2d(conv_in, filters, padding=padding)  # [S, C*r, H, W]
         else:
             per_member = h.flatten(1, 2)  # [C, S, in, H, W]
-            base = F.conv2d(_conv_input(per_member.flatten(0, 1), fused), weight,
+            base = F.conv2d(conv_input(per_member.flatten(0, 1), fused), weight,
                             padding=padding).unflatten(0, (count, -1))  # [C, S, out, H, W]
             grouped = per_member.transpose(0, 1).flatten(1, 2)  # [S, C*in, H, W]
-            corr = F.conv2d(_conv_input(grouped, fused), filters, padding=padding,
+            corr = F.conv2d(conv_input(grouped, fused), filters, padding=padding,
                             groups=count)  # [S, C*r, H, W]
         corr = corr.unflatten(1, (count, rank)).transpose(0, 1)  # [C, S, r, H, W]
         bias = members.bias[f"conv{i}.bias"]  # [C, out]
