@@ -113,10 +113,13 @@ def tiny_config(mirror: Path) -> dict:
                     {"datasets": ["tinygray"], "encoders": ["repeat"], "subsets": ["small"],
                      "modes": ["sequential"], "seeds": [0], "es": {"lr": 0.02}}],
         "ablation": [{"study": "tiny", "dataset": "tinygray", "encoder": "repeat",
-                      "subset": "small", "seed": 0, "base": {"es": {"lr": 0.05}},
+                      "subset": "small", "seeds": [0], "base": {"es": {"lr": 0.05}},
                       "variants": {"base": {},
                                    "rank1_margin": {"es": {"rank": 1, "fitness": "margin"},
                                                     "snn": {"num_steps": 3}}}}],
+        "scaling": {"cells": [{"dataset": "tinygray", "encoder": "repeat"}],
+                    "allocations": {"p4_b4": {"population": 4, "batch_size": 4}},
+                    "budgets": [16, 32], "seeds": [0], "subset": "small"},
     }
 
 

@@ -665,3 +665,60 @@ def test_layer_scaled_low_rank_chunks_match_the_sequential_evaluator():
     fit, _ = evaluate_population("chunked", es, 1, images, labels, task, chunk_size=4)
     torch.testing.assert_close(fit, fit_seq, rtol=0, atol=1e-10)
     assert len(set(fit_seq.tolist())) == 4
+
+
+# --------------------------------------------------------------------------------------
+# 7. Adaptive per-parameter sigma (SNES-style, sigma_lr > 0)
+# --------------------------------------------------------------------------------------
+
+
+def test_adaptive_sigma_follows_the_snes_update():
+    """log sigma_i += sigma_lr / 2 * sum_m u_m (eps_mi^2 - 1), u = centred ranks * 4 / P;
+    members and the next generation's perturbations use the adapted sigma."""
+    settings = ES(population=6, sigma=0.2, sigma_lr=0.3, optimizer="sgd", momentum=0.0, lr=0.1)
+    theta = torch.linspace(-1, 1, 9, dtype=torch.float64)
+    es = make_es(theta, settings, seed=4, generations=3)
+    assert torch.equal(es.member(0, 0), theta + 0.2 * es.noise(0, 0))  # starts at sigma
+    fitness = torch.tensor([0.3, -1.0, 2.0, 0.5, -0.2, 1.5])
+    ranks = centered_ranks(fitness) * 4 / 6
+    expected_log = sum(ranks[m] * (es.noise(0, m // 2) ** 2 - 1) for m in range(6)) * 0.15
+    grad = es.gradient(0, fitness)
+    es.tell(0, fitness)
+    torch.testing.assert_close(es.log_sigma, expected_log, rtol=0, atol=1e-15)
+    torch.testing.assert_close(es.theta, theta + 0.1 * grad)  # step at the old scale (1)
+    adapted = expected_log.exp()
+    torch.testing.assert_close(es.member(1, 1), es.theta - 0.2 * adapted * es.noise(1, 0))
+    # the next step is scaled by the adapted sigma, like SNES's sigma * sum u z
+    before = es.theta.clone()
+    grad = es.gradient(1, fitness)
+    es.tell(1, fitness)
+    torch.testing.assert_close(es.theta, before + 0.1 * grad * adapted)
+
+
+def test_adaptive_sigma_grows_along_a_rewarding_coordinate_and_shrinks_elsewhere():
+    # fitness rewards the size of coordinate 0 and penalises the others': sigma_0 grows, the
+    # others shrink
+    settings = ES(population=32, sigma=0.1, sigma_lr=0.2, lr=1e-6)
+    es = make_es(torch.zeros(8, dtype=torch.float64), settings, seed=5, generations=40)
+    for generation in range(40):
+        population = es.members(generation, 0, 32)
+        es.tell(generation, population[:, 0].abs() - population[:, 1:].abs().sum(1))
+    assert float(es.log_sigma[0]) > 0.5
+    assert float(es.log_sigma[1:].max()) < -0.2
+
+
+def test_adaptive_sigma_is_checkpointed_and_needs_full_rank_noise(tmp_path):
+    es = replace(TINY_ES, sigma_lr=0.5)
+    clean = run(tmp_path, "clean-adaptive", es=es)
+    run(tmp_path, "killed-adaptive", es=es, stop_after=3)
+    resumed = run(tmp_path, "killed-adaptive", es=es)
+    assert torch.equal(resumed[2], clean[2])
+    assert untimed(resumed[1]) == untimed(clean[1])
+    plain = run(tmp_path, "plain", es=TINY_ES)
+    assert not torch.equal(plain[2], clean[2])  # the adaptation changed the run
+    sequential = run(tmp_path, "sequential-adaptive", es=es, mode="sequential")
+    torch.testing.assert_close(sequential[2], clean[2], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="needs full-rank noise: set rank: 0"):
+        ESSettings(sigma_lr=0.1, rank=1)
+    with pytest.raises(ValueError, match="sigma_lr must be >= 0"):
+        ESSettings(sigma_lr=-0.1, rank=0)

@@ -47,10 +47,10 @@ def built(tmp_path_factory, tiny_mirror, workflow_copy):
 
 def test_full_run_builds_every_target(built):
     workdir, config, _, proc = built
-    assert planned_jobs(proc) == {
+    assert planned_jobs(proc) == {  # the studies are named targets outside `all`
         "all": 1, "cache_dataset": 2, "materialize_subset": 4, "train_cnn": 4,
         "snn_forward_check": 2, "train_snn_bptt": 4, "run_es": 2, "aggregate": 1,
-        "run_ablation": 2, "aggregate_ablation": 1, "write_manifest": 1}
+        "write_manifest": 1}
     for dataset in config["enabled_datasets"]:
         assert (workdir / f"results/data/{dataset}/info.json").exists()
         assert (workdir / f"logs/cache_dataset/{dataset}.log").exists()
@@ -63,21 +63,48 @@ def test_full_run_builds_every_target(built):
     es_run = workdir / "results/es/tinygray/repeat/small/chunked/seed0"
     assert len((es_run / "log.csv").read_text().splitlines()) == 1 + 2  # header + generations
     assert not (es_run / "checkpoint.pt").exists()  # removed once the run is complete
-    ablation = (workdir / "results/tables/es_ablation.csv").read_text().splitlines()
-    assert ablation[0].startswith("study,variant,changes,dataset,encoder,generations")
-    assert [line.split(",")[:2] for line in ablation[1:]] == [["tiny", "base"],
-                                                              ["tiny", "rank1_margin"]]
-    variant = json.loads(
-        (workdir / "results/ablation/tiny/rank1_margin/metrics.json").read_text())
-    resolved = variant["config"]
-    assert resolved["es"]["rank"] == 1 and resolved["es"]["lr"] == 0.05  # variant over base
-    assert resolved["snn"]["num_steps"] == 3 and resolved["es"]["fitness"] == "margin"
-    assert (workdir / "results/plots/es_ablation.png").stat().st_size > 0
+    assert not (workdir / "results/ablation").exists()
 
 
 def test_second_run_executes_nothing(built):
     _, config, run, _ = built
     assert planned_jobs(run(config, "all")) == {}
+
+
+def test_studies_are_named_targets_that_the_manifest_then_covers(built):
+    workdir, config, run, _ = built
+    proc = run(config, "studies")
+    assert planned_jobs(proc) == {"run_ablation": 2, "aggregate_ablation": 1,
+                                  "run_scaling": 2, "aggregate_scaling": 1, "studies": 1}
+    # the manifest of `all` now lists the built studies: only it reruns, then nothing
+    assert planned_jobs(run(config, "all", "--dry-run")) == {"write_manifest": 1, "all": 1}
+    run(config, "all")
+    assert planned_jobs(run(config, "all", "--dry-run")) == {}
+    manifest = (workdir / "results/manifest.tsv").read_text()
+    for path in ("results/tables/es_ablation.csv", "results/plots/es_scaling.png",
+                 "results/scaling/tinygray/repeat/p4_b4/e32/seed0/metrics.json"):
+        assert f"\n{path}\t" in manifest, path
+    scaling = (workdir / "results/tables/es_scaling.csv").read_text().splitlines()
+    assert scaling[0].startswith("dataset,encoder,allocation,evaluations,seed,population")
+    assert [line.split(",")[:5] for line in scaling[1:]] == [
+        ["tinygray", "repeat", "p4_b4", "16", "0"], ["tinygray", "repeat", "p4_b4", "32", "0"]]
+    log = (workdir / "results/scaling/tinygray/repeat/p4_b4/e32/seed0/log.csv").read_text()
+    assert len(log.splitlines()) == 1 + 2  # 32 = 2 generations x 4 members x 4 images
+    ablation = (workdir / "results/tables/es_ablation.csv").read_text().splitlines()
+    assert ablation[0].startswith("study,variant,changes,dataset,encoder,generations")
+    assert [line.split(",")[:2] for line in ablation[1:]] == [["tiny", "base"],
+                                                              ["tiny", "rank1_margin"]]
+    variant = json.loads(
+        (workdir / "results/ablation/tiny/rank1_margin/seed0/metrics.json").read_text())
+    resolved = variant["config"]
+    assert resolved["es"]["rank"] == 1 and resolved["es"]["lr"] == 0.05  # variant over base
+    assert resolved["snn"]["num_steps"] == 3 and resolved["es"]["fitness"] == "margin"
+    assert (workdir / "results/plots/es_ablation.png").stat().st_size > 0
+    # a rebuilt study changes its files: the manifest follows on the next `all`
+    (workdir / "results/tables/es_scaling.csv").write_text("edited\n")
+    assert planned_jobs(run(config, "all", "--dry-run")) == {"write_manifest": 1, "all": 1}
+    run(config, "scaling", "--forcerun", "aggregate_scaling")
+    run(config, "all")
 
 
 def test_library_edits_rerun_exactly_the_stages_that_use_them(built, workflow_copy):
@@ -102,8 +129,7 @@ def test_library_edits_rerun_exactly_the_stages_that_use_them(built, workflow_co
     assert planned() == {**downstream, "snn_forward_check": 2}
     edit("subsets.py")
     assert planned() == {**downstream, "materialize_subset": 4, "train_cnn": 4,
-                         "snn_forward_check": 2, "train_snn_bptt": 4, "run_es": 2,
-                         "run_ablation": 2, "aggregate_ablation": 1}
+                         "snn_forward_check": 2, "train_snn_bptt": 4, "run_es": 2}
     edit("data.py")
     assert planned()["cache_dataset"] == 2
     for name, text in originals.items():  # same content again: nothing to do
@@ -173,13 +199,15 @@ def test_published_outputs_and_report(built):
     assert len(runs) == 1 + 2
     manifest = (workdir / "results" / "manifest.tsv").read_text().splitlines()
     assert any(line.startswith("results/tables/es_runs.csv\t") for line in manifest)
-    # header, aggregate, cnn, bptt, checks, es, aggregate_ablation, ablation runs
-    assert len(manifest) == 1 + 8 + 4 + 4 + 2 + 2 + 2 + 2
-    assert any(line.startswith("results/ablation/tiny/rank1_margin/metrics.json\t")
+    # header, aggregate, cnn, bptt, checks, es; the studies built above: aggregate_ablation,
+    # ablation runs, aggregate_scaling, scaling runs
+    assert len(manifest) == 1 + 9 + 4 + 4 + 2 + 2 + 2 + 2 + 2 + 2
+    assert any(line.startswith("results/ablation/tiny/rank1_margin/seed0/metrics.json\t")
                for line in manifest)
-    run(config, "--report", str(workdir / "report.html"))
+    run(config, "--report", str(workdir / "report.html"), "all", "studies")
     html = (workdir / "report.html").read_text(errors="replace")
     assert "es_runs.csv" in html and "surrogate-gradient" in html
+    assert "es_scaling.csv" in html and "es_ablation.csv" in html
 
 
 def test_changing_one_subset_reruns_exactly_its_jobs(built):
@@ -191,8 +219,7 @@ def test_changing_one_subset_reruns_exactly_its_jobs(built):
     # subset with the fewest test images, `small`); nothing of `big`
     assert planned_jobs(dry) == {"all": 1, "materialize_subset": 2, "train_cnn": 2,
                                  "snn_forward_check": 2, "train_snn_bptt": 2, "run_es": 2,
-                                 "run_ablation": 2, "aggregate": 1, "aggregate_ablation": 1,
-                                 "write_manifest": 1}
+                                 "aggregate": 1, "write_manifest": 1}
     assert "wildcards: dataset=tinyrgb, subset=small" in dry.stdout
     assert "subset=big" not in dry.stdout
     run(changed, "all")

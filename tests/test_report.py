@@ -84,3 +84,83 @@ def test_manifest_lists_hash_size_and_rule(fake_results, tmp_path):
     path, digest, size, rule = lines[1].split("\t")
     assert len(digest) == 64 and int(size) == Path(path).stat().st_size
     assert rule in ("run_es", "train_cnn")
+
+
+def _es_metrics(acc: float, es: dict | None = None, **extra) -> dict:
+    return {"generations": 2, "evaluations": 8, "member_sample_evaluations": 32,
+            "final_test_acc": acc, "best_test_acc": acc + 0.01, "final_train_acc": acc + 0.05,
+            "wall_s": 10.0, "member_evals_per_s": 3.2,
+            "config": {"dataset": "cifar10", "encoder": "repeat",
+                       "es": {"population": 4, "batch_size": 4, "generations": 2,
+                              "sigma": 0.02, "lr": 0.005, **(es or {})}}, **extra}
+
+
+def test_summary_is_the_seed_mean_with_its_spread(tmp_path):
+    paths = [_write(tmp_path / f"results/es/cifar10/repeat/big/chunked/seed{seed}/metrics.json",
+                    _es_metrics(acc)) for seed, acc in enumerate((0.2, 0.3, 0.4))]
+    paths.append(_write(tmp_path / "results/es/cifar10/repeat/big/sequential/seed0/metrics.json",
+                        _es_metrics(0.25)))
+    runs, _ = report.es_tables(paths)
+    summary = report.es_summary(runs)
+    assert list(summary.columns) == report.SUMMARY_COLUMNS
+    chunked = summary[summary["mode"] == "chunked"].iloc[0]
+    assert chunked.seeds == 3 and chunked.member_image_evaluations == 32
+    assert chunked.final_test_acc_mean == pytest.approx(0.3)
+    assert chunked.final_test_acc_std == pytest.approx(0.1)  # sample std over seeds
+    assert (chunked.final_test_acc_min, chunked.final_test_acc_max) == (0.2, 0.4)
+    sequential = summary[summary["mode"] == "sequential"].iloc[0]
+    assert sequential.seeds == 1 and pd.isna(sequential.final_test_acc_std)
+
+
+def test_ablation_rows_are_seed_means_and_paired_differences_from_base(tmp_path):
+    accs = {"base": (0.20, 0.30), "lr0.01": (0.25, 0.33), "single": (0.5,)}
+    paths, labels = [], {}
+    for variant, values in accs.items():
+        for seed, acc in enumerate(values):
+            path = _write(tmp_path / f"results/ablation/s/{variant}/seed{seed}/metrics.json",
+                          _es_metrics(acc))
+            paths.append(path)
+            labels[path] = {"study": "s", "variant": variant, "seed": seed,
+                            "changes": {} if variant == "base" else {"es": {"lr": 0.01}}}
+    table = report.ablation_table(paths, labels)
+    assert list(table.columns) == report.ABLATION_COLUMNS
+    assert list(table["variant"]) == ["base", "lr0.01", "single"]
+    lr = table[table["variant"] == "lr0.01"].iloc[0]
+    assert lr.seeds == 2 and lr.final_test_acc_mean == pytest.approx(0.29)
+    # paired by seed: +0.05 and +0.03
+    assert lr.delta_vs_base_mean == pytest.approx(0.04)
+    assert lr.delta_vs_base_std == pytest.approx(0.0141421, rel=1e-4)
+    base = table[table["variant"] == "base"].iloc[0]
+    assert base.delta_vs_base_mean == 0.0
+    single = table[table["variant"] == "single"].iloc[0]
+    assert single.delta_vs_base_mean == pytest.approx(0.3) and pd.isna(single.delta_vs_base_std)
+    report.plot_ablation(table, tmp_path / "ablation.png")
+    assert (tmp_path / "ablation.png").stat().st_size > 0
+
+
+def test_scaling_table_checks_each_budget_and_plots_the_references(tmp_path):
+    from snn_es.scaling_report import (SCALING_COLUMNS, plot_scaling, reference_lines,
+                                       scaling_table)
+
+    paths = []
+    for budget, acc in ((32, 0.15), (64, 0.2)):
+        for seed in (0, 1):
+            generations = budget // 16
+            metrics = _es_metrics(acc + 0.01 * seed, {"generations": generations})
+            metrics["member_sample_evaluations"] = budget
+            paths.append(_write(tmp_path / f"results/scaling/cifar10/repeat/p4_b4/e{budget}/"
+                                           f"seed{seed}/metrics.json", metrics))
+    table = scaling_table(paths)
+    assert list(table.columns) == SCALING_COLUMNS and len(table) == 4
+    assert list(table["evaluations"]) == [32, 32, 64, 64]
+    refs = reference_lines([
+        _write(tmp_path / "results/baselines/cnn/cifar10/big/metrics.json", {"test_acc": 0.5}),
+        _write(tmp_path / "results/baselines/bptt/cifar10/repeat/big/metrics.json",
+               {"test_acc": 0.4})])
+    assert refs == {("cifar10", "CNN (backprop)"): 0.5, ("cifar10", "SNN BPTT, repeat"): 0.4}
+    plot_scaling(table, refs, tmp_path / "scaling.png")
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+    wrong = _es_metrics(0.1)  # ran 32 evaluations, but its folder says 64
+    bad = _write(tmp_path / "results/scaling/cifar10/repeat/p4_b4/e64/seed9/metrics.json", wrong)
+    with pytest.raises(ValueError, match="ran 32 evaluations, not e64"):
+        scaling_table([bad])

@@ -4,13 +4,14 @@ config expands into canonical run specs that do not depend on how the config is 
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import yaml
 
 from conftest import REPO, reversed_keys
 from snn_es import settings as S
-from snn_es.config import ConfigError, check_config, expand_runs, study_labels
+from snn_es.config import GRID_KEYS, ConfigError, check_config, expand_runs, study_labels
 
 SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
 SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
@@ -64,7 +65,12 @@ def _specs(config: dict) -> dict:
 def test_key_order_and_explicit_defaults_do_not_change_any_spec():
     config = default_config()
     specs = _specs(config)
-    assert len(specs) == 13 + 45  # the grid and the two ablation studies
+    grid = sum(math.prod(len(entry[k]) for k in GRID_KEYS) for entry in config["es_grid"])
+    studies = sum(len(study["variants"]) * len(study["seeds"]) for study in config["ablation"])
+    scaling = config["scaling"]
+    points = math.prod(len(scaling[k]) for k in ("cells", "allocations", "budgets", "seeds"))
+    assert len(specs) == grid + studies + points  # every run, each once
+    assert sum(run.startswith("scaling/") for run in specs) == points
     reordered = _specs(reversed_keys(config))
     assert reordered == specs
     assert [repr(reordered[k]) for k in specs] == [repr(specs[k]) for k in specs]
@@ -86,12 +92,14 @@ def test_one_merge_for_every_run():
     assert mnist["snn"]["channels"] == [8, 16]  # the dataset's override
     assert list(mnist) == sorted(mnist) and list(mnist["es"]) == sorted(mnist["es"])
     # a study: defaults <- es <- base <- variant; snn <- overrides <- base <- variant
-    variant = specs["ablation/mnist_repeat/steps4"]
-    assert variant["snn"]["num_steps"] == 4 and variant["snn"]["channels"] == [8, 16]
-    assert variant["es"]["population"] == 32 and variant["es"]["rank"] == 0  # the base
+    variant = specs["ablation/mnist_repeat/steps8/seed1"]
+    assert variant["snn"]["num_steps"] == 8 and variant["snn"]["channels"] == [8, 16]
+    assert variant["es"]["population"] == 64 and variant["es"]["rank"] == 1  # the base
     assert variant["mode"] == "chunked" and variant["encoder"] == "repeat"
-    assert specs["ablation/mnist_repeat/poisson"]["encoder"] == "poisson"
-    assert study_labels(config)["ablation/mnist_repeat/steps4"] == {
-        "changes": {"snn": {"num_steps": 4}}, "study": "mnist_repeat", "variant": "steps4"}
+    assert variant["seed"] == 1
+    assert specs["ablation/mnist_repeat/poisson/seed0"]["encoder"] == "poisson"
+    assert study_labels(config)["ablation/mnist_repeat/steps8/seed1"] == {
+        "changes": {"snn": {"num_steps": 8}}, "seed": 1, "study": "mnist_repeat",
+        "variant": "steps8"}
     for spec in specs.values():  # speed settings never enter a spec
         assert not {"chunk_size", "fused", "checkpoint_every"} & set(spec["es"])

@@ -24,6 +24,13 @@ from snn_es.settings import ESSettings, ExecutionSettings, SNNSettings, canonica
 
 ENCODERS = ("poisson", "deterministic", "repeat", "latency")
 GRID_KEYS = ("datasets", "encoders", "subsets", "modes", "seeds")
+# The side-by-side with an established ES library (config section `peers`, snn_es.peers).
+PEER_IMPLEMENTATIONS = ("snn_es", "evotorch_snes", "evotorch_pgpe")
+PEER_EVOTORCH = {"evotorch_snes": "snes", "evotorch_pgpe": "pgpe"}  # -> `peers.evotorch` key
+# The `es` keys that define the problem and budget of an EvoTorch run (the rest configure
+# the project's strategy, so changing them reruns only the `snn_es` rows).
+PEER_SHARED_ES = ("batch_size", "eval_every", "fitness", "generations", "init_readout_scale",
+                  "population", "spike_noise")
 
 
 class ConfigError(UserError, ValueError):
@@ -98,6 +105,8 @@ def check_cross_references(config: dict[str, Any]) -> None:
                         f"enabled {key} {known}"
                     )
     check_diagnostics(config)
+    check_peers(config)
+    check_scaling(config)
     seen: set[str] = set()
     for i, study in enumerate(config.get("ablation") or []):
         if study["study"] in seen:
@@ -140,6 +149,47 @@ def check_diagnostics(config: dict[str, Any]) -> None:
         if section.get(key, 0) > train:
             raise ConfigError(f"config.diagnostics.{key}: {section[key]} is larger than the "
                               f"{train} training images of subset '{subset}'")
+
+
+def check_scaling(config: dict[str, Any]) -> None:
+    """The `scaling` cells must name enabled datasets and a subset that holds a minibatch."""
+    section = config.get("scaling")
+    if not section:
+        return
+    if section["subset"] not in config["subsets"]:
+        raise ConfigError(f"config.scaling.subset: '{section['subset']}' is not one of the "
+                          f"subsets {list(config['subsets'])}")
+    for i, cell in enumerate(section["cells"]):
+        if cell["dataset"] not in config["enabled_datasets"]:
+            raise ConfigError(f"config.scaling.cells.{i}.dataset: '{cell['dataset']}' is not "
+                              f"one of the enabled datasets {config['enabled_datasets']}")
+    train = config["subsets"][section["subset"]]["train"]
+    for name, allocation in section["allocations"].items():
+        batch = es_settings(config, allocation)["batch_size"]
+        if batch > train:
+            raise ConfigError(f"config.scaling.allocations.{name}.batch_size: {batch} is "
+                              f"larger than the {train} training images of subset "
+                              f"'{section['subset']}'")
+
+
+def check_peers(config: dict[str, Any]) -> None:
+    """The `peers` runs must name an enabled dataset, a known subset, and a minibatch that
+    fits in it (else the budgets of the implementations would not be what they say)."""
+    section = config.get("peers")
+    if not section:
+        return
+    for key, known in (("dataset", config["enabled_datasets"]),
+                       ("subset", list(config["subsets"]))):
+        if section[key] not in known:
+            raise ConfigError(f"config.peers.{key}: '{section[key]}' is not one of the "
+                              f"enabled {key}s {known}")
+    runs = peer_runs(config)  # the merged settings must be valid, too
+    train = config["subsets"][section["subset"]]["train"]
+    for spec in runs.values():
+        if spec["es"]["batch_size"] > train:
+            raise ConfigError(f"config.peers.es.batch_size: {spec['es']['batch_size']} is "
+                              f"larger than the {train} training images of subset "
+                              f"'{section['subset']}'")
 
 
 # --------------------------------------------------------------------------------------
@@ -209,7 +259,8 @@ def grid_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def study_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The ablation studies: ``ablation/{study}/{variant}`` -> spec (chunked ES runs)."""
+    """The ablation studies: ``ablation/{study}/{variant}/seed{seed}`` -> spec (chunked ES
+    runs; every variant with every seed of its study, so differences come with a spread)."""
     runs = {}
     for i, study in enumerate(config.get("ablation") or []):
         base = study.get("base") or {}
@@ -218,19 +269,84 @@ def study_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
             snn = snn_settings(config, study["dataset"], base.get("snn"), variant.get("snn"),
                                where=f"{where}.snn")
             es = es_settings(config, base.get("es"), variant.get("es"), where=f"{where}.es")
-            runs[f"ablation/{study['study']}/{name}"] = run_spec(
-                study["dataset"], variant.get("encoder", study["encoder"]), study["subset"],
-                "chunked", study["seed"], snn, es)
+            for seed in study["seeds"]:
+                runs[f"ablation/{study['study']}/{name}/seed{seed}"] = run_spec(
+                    study["dataset"], variant.get("encoder", study["encoder"]),
+                    study["subset"], "chunked", seed, snn, es)
     return runs
 
 
 def study_labels(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """What the ablation table says of each study run: study, variant and its changes."""
-    return {f"ablation/{study['study']}/{name}": canonical_json(
-                {"study": study["study"], "variant": name, "changes": variant or {}})
-            for study in config.get("ablation") or [] for name, variant in study["variants"].items()}
+    """What the ablation table says of each study run: study, variant, its changes, seed."""
+    return {f"ablation/{study['study']}/{name}/seed{seed}": canonical_json(
+                {"study": study["study"], "variant": name, "changes": variant or {},
+                 "seed": int(seed)})
+            for study in config.get("ablation") or []
+            for name, variant in study["variants"].items() for seed in study["seeds"]}
+
+
+def scaling_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The compute-scaling study (section `scaling`): one chunked ES run per cell x
+    allocation x budget x seed, ``scaling/{dataset}/{encoder}/{allocation}/e{budget}/seed{seed}``.
+
+    ``es`` <- the allocation <- ``generations = budget / (population x batch_size)``, which
+    must divide exactly, so every point's budget is exactly what the table says.
+    """
+    section = config.get("scaling")
+    if not section:
+        return {}
+    runs = {}
+    for i, cell in enumerate(section["cells"]):
+        dataset, encoder = cell["dataset"], cell["encoder"]
+        snn = snn_settings(config, dataset, section.get("snn"), where="config.scaling.snn")
+        for name, allocation in section["allocations"].items():
+            where = f"config.scaling.allocations.{name}"
+            shape = es_settings(config, allocation, where=where)
+            per_generation = shape["population"] * shape["batch_size"]
+            for budget in section["budgets"]:
+                generations, rest = divmod(int(budget), per_generation)
+                if rest or not generations:
+                    raise ConfigError(
+                        f"config.scaling.budgets: {budget} is not a positive multiple of "
+                        f"population x batch_size = {per_generation} of allocation '{name}'")
+                es = es_settings(config, allocation, {"generations": generations}, where=where)
+                for seed in section["seeds"]:
+                    runs[f"scaling/{dataset}/{encoder}/{name}/e{int(budget)}/seed{seed}"] = \
+                        run_spec(dataset, encoder, section["subset"], "chunked", seed, snn, es)
+    return runs
 
 
 def expand_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every ES run the config defines: run id (its folder under ``results/``) -> spec."""
-    return {**grid_runs(config), **study_runs(config)}
+    return {**grid_runs(config), **study_runs(config), **scaling_runs(config)}
+
+
+def peer_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The side-by-side (section `peers`): ``peers/{implementation}/seed{seed}`` -> spec.
+
+    Every implementation gets the same problem and budget: ``snn`` <- overrides <- the
+    section's ``snn``; ``es`` <- the section's ``es`` (as a grid entry's), so the project's own
+    row (``snn_es``, a chunked ``run_es``) is the default strategy at that budget. EvoTorch rows
+    add their block of ``peers.evotorch`` (floats canonical, as in ``es``).
+    """
+    section = config.get("peers")
+    if not section:
+        return {}
+    dataset = section["dataset"]
+    snn = snn_settings(config, dataset, section.get("snn"), where="config.peers.snn")
+    es = es_settings(config, section.get("es"), where="config.peers.es")
+    runs = {}
+    for implementation in section["implementations"]:
+        for seed in section["seeds"]:
+            spec = {"implementation": implementation, "dataset": dataset,
+                    "encoder": section["encoder"], "subset": section["subset"],
+                    "seed": int(seed), "snn": snn, "es": es}
+            if implementation == "snn_es":
+                spec["mode"] = "chunked"
+            else:
+                spec["es"] = {k: es[k] for k in PEER_SHARED_ES}
+                block = (section.get("evotorch") or {}).get(PEER_EVOTORCH[implementation], {})
+                spec["evotorch"] = {k: float(v) if isinstance(v, int) and not isinstance(
+                    v, bool) else v for k, v in block.items()}
+            runs[f"peers/{implementation}/seed{seed}"] = canonical_json(spec)
+    return runs

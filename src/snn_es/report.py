@@ -20,8 +20,8 @@ import pandas as pd  # noqa: E402
 from snn_es.io import atomic_write_bytes, atomic_write_text, sha256_file  # noqa: E402
 
 ES_KEYS = ["dataset", "encoder", "subset", "mode", "seed"]
-ES_RUN_COLUMNS = ES_KEYS + ["generations", "evaluations", "final_test_acc", "best_test_acc",
-                            "final_train_acc"]
+ES_RUN_COLUMNS = ES_KEYS + ["generations", "evaluations", "member_sample_evaluations",
+                            "final_test_acc", "best_test_acc", "final_train_acc"]
 ES_TIMING_COLUMNS = ES_KEYS + ["wall_s", "member_evals_per_s"]
 BASELINE_COLUMNS = ["model", "dataset", "encoder", "subset", "test_acc", "train_acc"]
 # PNG files carry no software version or date, so equal plots give equal bytes.
@@ -45,6 +45,29 @@ def es_tables(metrics_paths: Iterable[str]) -> tuple[pd.DataFrame, pd.DataFrame]
     frame = pd.DataFrame(rows, columns=sorted({c for r in rows for c in r} | set(ES_RUN_COLUMNS)))
     frame = frame.sort_values(ES_KEYS).reset_index(drop=True)
     return frame[ES_RUN_COLUMNS], frame[ES_TIMING_COLUMNS]
+
+
+SUMMARY_COLUMNS = ["dataset", "encoder", "subset", "mode", "seeds", "member_image_evaluations",
+                   "final_test_acc_mean", "final_test_acc_std", "final_test_acc_min",
+                   "final_test_acc_max", "best_test_acc_mean", "final_train_acc_mean"]
+
+
+def es_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per grid cell (dataset x encoder x subset x mode): the seed mean of the final
+    test accuracy with its spread (sample std over seeds; empty with one seed)."""
+    groups = runs.groupby(["dataset", "encoder", "subset", "mode"], sort=True)
+    rows = []
+    for (dataset, encoder, subset, mode), cell in groups:
+        final = cell["final_test_acc"]
+        rows.append({"dataset": dataset, "encoder": encoder, "subset": subset, "mode": mode,
+                     "seeds": len(cell),
+                     "member_image_evaluations": int(cell["member_sample_evaluations"].max()),
+                     "final_test_acc_mean": final.mean(),
+                     "final_test_acc_std": final.std() if len(cell) > 1 else None,
+                     "final_test_acc_min": final.min(), "final_test_acc_max": final.max(),
+                     "best_test_acc_mean": cell["best_test_acc"].mean(),
+                     "final_train_acc_mean": cell["final_train_acc"].mean()})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 def baseline_table(cnn_paths: Iterable[str], bptt_paths: Iterable[str]) -> pd.DataFrame:
@@ -153,8 +176,11 @@ def plot_mode_timing(timing: pd.DataFrame, path: str | os.PathLike) -> None:
 
 def plot_accuracy_comparison(runs: pd.DataFrame, baselines: pd.DataFrame,
                              path: str | os.PathLike) -> None:
-    """Final test accuracy of ES, surrogate-gradient BPTT and the CNN, per dataset."""
-    es = runs.groupby(["dataset", "encoder", "subset"], as_index=False)["final_test_acc"].max()
+    """Final test accuracy of ES (chunked runs' seed mean), surrogate-gradient BPTT and the
+    CNN, per dataset."""
+    chunked = runs[runs["mode"] == "chunked"] if (runs["mode"] == "chunked").any() else runs
+    es = chunked.groupby(["dataset", "encoder", "subset"], as_index=False)["final_test_acc"] \
+        .mean()
     es = es.rename(columns={"final_test_acc": "test_acc"}).assign(model="snn_es")
     both = pd.concat([es, baselines[["model", "dataset", "encoder", "subset", "test_acc"]]])
     datasets = sorted(both["dataset"].unique())
@@ -166,7 +192,7 @@ def plot_accuracy_comparison(runs: pd.DataFrame, baselines: pd.DataFrame,
         (100 * table).plot.bar(ax=ax, rot=30)
         plt.setp(ax.get_xticklabels(), ha="right")
         ax.axhline(10, color="grey", linestyle=":", label="chance (10 classes)")
-        ax.set_title(f"{dataset}: test accuracy by training method")
+        ax.set_title(f"{dataset}: test accuracy by training method (ES: seed mean)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_xlabel("input encoding / subset")
         ax.grid(axis="y", alpha=0.3)
@@ -175,34 +201,59 @@ def plot_accuracy_comparison(runs: pd.DataFrame, baselines: pd.DataFrame,
 
 
 ABLATION_COLUMNS = ["study", "variant", "changes", "dataset", "encoder", "generations",
-                    "population", "batch_size", "member_evaluations", "final_test_acc",
-                    "best_test_acc", "final_train_acc", "wall_s"]
+                    "population", "batch_size", "member_evaluations", "seeds",
+                    "final_test_acc_mean", "final_test_acc_std", "delta_vs_base_mean",
+                    "delta_vs_base_std", "best_test_acc_mean", "final_train_acc_mean",
+                    "wall_s_mean"]
 
 
 def ablation_table(metrics_paths: Iterable[str],
                    labels: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """One row per ablation variant, in the order given (the config's): what changed, the
-    budget, the accuracies, the wall time. ``labels[path]`` holds the run's study, variant
-    and changes; its metrics file holds its spec (``config``) and results."""
-    rows = []
+    budget, the seed mean of the accuracies, and the difference from the study's base run
+    (the variant named ``base``, else the first), paired by seed: mean and sample std over
+    seeds (empty with one seed). ``labels[path]`` holds the run's study, variant, changes
+    and seed; its metrics file holds its spec (``config``) and results."""
+    runs = []
     for path in metrics_paths:
         m, label = _json(path), labels[str(path)]
         config = m["config"]
-        rows.append({
-            "study": label["study"],
-            "variant": label["variant"],
-            "changes": json.dumps(label["changes"], sort_keys=True),
-            "dataset": config["dataset"],
-            "encoder": config["encoder"],
-            "generations": m["generations"],
-            "population": config["es"]["population"],
-            "batch_size": config["es"]["batch_size"],
-            "member_evaluations": m["member_sample_evaluations"],
-            "final_test_acc": m["final_test_acc"],
-            "best_test_acc": m["best_test_acc"],
-            "final_train_acc": m["final_train_acc"],
-            "wall_s": m["wall_s"],
-        })
+        runs.append({**label, "changes": json.dumps(label["changes"], sort_keys=True),
+                     "dataset": config["dataset"], "encoder": config["encoder"],
+                     "generations": m["generations"],
+                     "population": config["es"]["population"],
+                     "batch_size": config["es"]["batch_size"],
+                     "member_evaluations": m["member_sample_evaluations"],
+                     "final_test_acc": m["final_test_acc"], "best_test_acc": m["best_test_acc"],
+                     "final_train_acc": m["final_train_acc"], "wall_s": m["wall_s"]})
+    frame = pd.DataFrame(runs)
+    rows = []
+    for study in dict.fromkeys(r["study"] for r in runs):
+        part = frame[frame["study"] == study]
+        variants = list(dict.fromkeys(part["variant"]))
+        base_name = "base" if "base" in variants else variants[0]
+        base = part[part["variant"] == base_name].set_index("seed")["final_test_acc"]
+        for variant in variants:
+            cell = part[part["variant"] == variant]
+            first = cell.iloc[0]
+            final = cell.set_index("seed")["final_test_acc"]
+            delta = (final - base).dropna()
+
+            def std(values):
+                return float(values.std()) if len(values) > 1 else None
+
+            rows.append({
+                **{k: first[k] for k in ("study", "variant", "changes", "dataset", "encoder",
+                                         "generations", "population", "batch_size",
+                                         "member_evaluations")},
+                "seeds": len(cell), "final_test_acc_mean": float(final.mean()),
+                "final_test_acc_std": std(final),
+                "delta_vs_base_mean": float(delta.mean()) if len(delta) else None,
+                "delta_vs_base_std": std(delta),
+                "best_test_acc_mean": float(cell["best_test_acc"].mean()),
+                "final_train_acc_mean": float(cell["final_train_acc"].mean()),
+                "wall_s_mean": float(cell["wall_s"].mean()),
+            })
     return pd.DataFrame(rows, columns=ABLATION_COLUMNS)
 
 
@@ -214,12 +265,16 @@ def plot_ablation(table: pd.DataFrame, path: str | os.PathLike) -> None:
                                       if len(table) else 6, 4.2 * max(1, len(studies))))
     for ax, study in zip(axes[:, 0], studies):
         part = table[table["study"] == study]
-        ax.bar(part["variant"], 100 * part["final_test_acc"], color="tab:blue",
-               label="final test accuracy")
-        ax.scatter(part["variant"], 100 * part["best_test_acc"], color="tab:orange",
-                   zorder=3, s=14, label="best test accuracy during the run")
-        ax.axhline(100 * part["final_test_acc"].iloc[0], color="black", linestyle="--",
-                   linewidth=1, label=f"first variant ({part['variant'].iloc[0]})")
+        spread = 100 * part["final_test_acc_std"].astype(float).fillna(0)
+        ax.bar(part["variant"], 100 * part["final_test_acc_mean"], yerr=spread, capsize=3,
+               color="tab:blue", label=f"final test accuracy (mean of {part['seeds'].max()} "
+                                       f"seed(s), bar: std)")
+        ax.scatter(part["variant"], 100 * part["best_test_acc_mean"], color="tab:orange",
+                   zorder=3, s=14, label="best test accuracy during the run (seed mean)")
+        base = part[part["variant"] == "base"] if (part["variant"] == "base").any() \
+            else part.iloc[:1]
+        ax.axhline(100 * base["final_test_acc_mean"].iloc[0], color="black", linestyle="--",
+                   linewidth=1, label=f"base ({base['variant'].iloc[0]})")
         ax.axhline(10, color="grey", linestyle=":", label="chance (10 classes)")
         plt.setp(ax.get_xticklabels(), rotation=40, ha="right")
         ax.set_ylabel("test accuracy (%)")

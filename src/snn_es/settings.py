@@ -147,6 +147,9 @@ class ESSettings:
     rank: int = setting(
         1, "ES noise: 0 = full-rank Gaussian; r > 0 = rank-r perturbations of every weight "
            "matrix (EGGROLL-style; biases keep full noise).")
+    sigma_lr: float = setting(
+        0.0, "Learning rate of a per-parameter log-sigma adapted from the fitness (SNES-style "
+             "diagonal sigma; needs rank 0); 0 keeps sigma fixed.")
     noise_scale: str = setting(
         "absolute", "absolute = sigma and steps act on the weights as they are; layer = on "
                     "each tensor divided by its initial standard deviation.")
@@ -174,6 +177,11 @@ class ESSettings:
         _one_of("ESSettings", "spike_noise", self.spike_noise, SPIKE_NOISE)
         if self.rank < 0:
             raise ValueError(f"rank must be >= 0 (0 = full-rank noise), got {self.rank}")
+        if self.sigma_lr < 0:
+            raise ValueError(f"sigma_lr must be >= 0 (0 = fixed sigma), got {self.sigma_lr}")
+        if self.sigma_lr and self.rank:
+            raise ValueError(f"sigma_lr > 0 (a per-parameter sigma) needs full-rank noise: set "
+                             f"rank: 0 (got rank {self.rank})")
 
     @property
     def evaluations(self) -> int:

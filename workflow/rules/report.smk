@@ -17,6 +17,11 @@ rule aggregate:
             caption="../report/es_runs.rst",
             category="Tables",
         ),
+        es_summary=report(
+            "results/tables/es_summary.csv",
+            caption="../report/es_summary.rst",
+            category="Tables",
+        ),
         es_timing=report(
             "results/tables/es_timing.csv",
             caption="../report/es_timing.rst",
@@ -72,8 +77,14 @@ rule write_manifest:
         "../../envs/snn-es.yaml"
     params:
         entries=manifest_entries(),
+        studies=study_checksums(),  # built studies: a rebuilt one reruns the manifest
     script:
         "../scripts/write_manifest.py"
+
+
+rule studies:
+    input:
+        study_targets(),
 
 
 rule benchmark:

@@ -8,6 +8,7 @@ with snakemake_job(snakemake):
     runs, timing = report.es_tables(inp.es)
     baselines = report.baseline_table(inp.cnn, inp.bptt)
     report.write_csv(runs, out.es_runs)
+    report.write_csv(report.es_summary(runs), out.es_summary)
     report.write_csv(timing, out.es_timing)
     report.write_csv(baselines, out.baselines)
     report.write_csv(report.checks_table(inp.checks), out.snn_checks)

@@ -1,7 +1,8 @@
 """OpenAI-style evolution strategy with an ask/tell interface.
 
 Antithetic Gaussian perturbations, centred-rank fitness shaping, Adam or SGD on the ES
-gradient estimate, decoupled weight decay, and sigma / learning-rate schedules.
+gradient estimate, decoupled weight decay, sigma / learning-rate schedules, and optionally a
+per-parameter sigma adapted SNES-style (``sigma_lr``).
 
 Noise is never stored: member ``m`` of generation ``g`` is ``theta + sign * sigma * eps``
 with ``eps`` drawn from a generator seeded by ``(seed, "es-noise", g, m // 2)`` and
@@ -90,6 +91,11 @@ class OpenAIES:
                                        else 1.0 for p in parts)
             self.scale = torch.cat([torch.full((p.numel(),), scale, dtype=theta.dtype)
                                     for p, scale in zip(parts, self.tensor_scales)])
+        # sigma_lr > 0: a per-parameter multiplier exp(log_sigma) of sigma, adapted from the
+        # fitness as SNES adapts its diagonal (Wierstra et al. 2014); ES then runs, like the
+        # layer scale, on theta divided by the current per-parameter scale.
+        self.log_sigma: Tensor | None = (torch.zeros_like(theta.detach())
+                                         if settings.sigma_lr else None)
         self._noise_cache: dict[tuple[int, int], Tensor] = {}
         self.theta = theta.detach().clone()
         self.m = torch.zeros_like(self.theta)  # adam first moment / sgd momentum buffer
@@ -149,12 +155,22 @@ class OpenAIES:
             return eps
         return self._noise_cache[key]
 
+    @property
+    def parameter_scale(self) -> Tensor | None:
+        """Per-parameter factor of sigma and of the step (layer scale x adapted sigma), or
+        None where every parameter has factor 1."""
+        if self.log_sigma is None:
+            return self.scale
+        adapted = self.log_sigma.exp()
+        return adapted if self.scale is None else self.scale * adapted
+
     def member(self, generation: int, index: int) -> Tensor:
         """Flat parameters of one population member."""
         sign = 1.0 if index % 2 == 0 else -1.0
         eps = self.noise(generation, index // 2)
-        if self.scale is not None:
-            eps = eps * self.scale
+        scale = self.parameter_scale
+        if scale is not None:
+            eps = eps * scale
         return self.theta + (sign * self.sigma_at(generation)) * eps
 
     def members(self, generation: int, start: int, stop: int) -> Tensor:
@@ -172,6 +188,18 @@ class OpenAIES:
             if weight != 0.0:
                 grad.add_(self.noise(generation, pair), alpha=weight)
         return grad / (self.settings.population * self.sigma_at(generation))
+
+    def log_sigma_gradient(self, generation: int, fitness: Tensor) -> Tensor:
+        """SNES's natural gradient of the log sigmas, sum_m u_m (eps_m^2 - 1), with the
+        centred ranks scaled to sum |u| = 1 like SNES's utilities. A pair shares eps^2, so it
+        weighs in with the sum of its two ranks: sigma grows where both signs did well."""
+        shaped = centered_ranks(fitness.detach().cpu().double()) * (4 / fitness.numel())
+        weights = shaped[0::2] + shaped[1::2]
+        grad = torch.zeros_like(self.theta)
+        for pair, weight in enumerate(weights.tolist()):
+            if weight != 0.0:
+                grad.add_(self.noise(generation, pair).square() - 1, alpha=weight)
+        return grad
 
     def tell(self, generation: int, fitness: Tensor) -> Tensor:
         """Update theta from the population's fitness; returns the gradient estimate."""
@@ -192,15 +220,22 @@ class OpenAIES:
             step = self.m
         if s.weight_decay:
             self.theta.mul_(1 - lr * s.weight_decay)
-        if self.scale is not None:
-            step = step * self.scale  # back from the scaled coordinates to theta
+        scale = self.parameter_scale
+        if scale is not None:
+            step = step * scale  # back from the scaled coordinates to theta
         self.theta.add_(step, alpha=lr)
+        if self.log_sigma is not None:  # from the same members, as SNES does
+            self.log_sigma.add_(self.log_sigma_gradient(generation, fitness),
+                                alpha=s.sigma_lr / 2)
         return grad
 
     # --- checkpointing -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"theta": self.theta.clone(), "m": self.m.clone(), "v": self.v.clone(),
-                "steps": self.steps, "settings": asdict(self.settings), "seed": self.seed}
+        state = {"theta": self.theta.clone(), "m": self.m.clone(), "v": self.v.clone(),
+                 "steps": self.steps, "settings": asdict(self.settings), "seed": self.seed}
+        if self.log_sigma is not None:
+            state["log_sigma"] = self.log_sigma.clone()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["settings"] != asdict(self.settings) or state["seed"] != self.seed:
@@ -209,3 +244,5 @@ class OpenAIES:
         self.m.copy_(state["m"])
         self.v.copy_(state["v"])
         self.steps = int(state["steps"])
+        if self.log_sigma is not None:
+            self.log_sigma.copy_(state["log_sigma"])

@@ -1,0 +1,78 @@
+# ES side by side with an established library (config section `peers`; target `peers`,
+# not part of `all`). Every implementation trains the same SNN on the same subset, from the
+# same initial weights, on the same minibatches and spikes, at the same member-image budget:
+# `snn_es` is the project's own ES (a chunked run_es), `evotorch_snes` / `evotorch_pgpe`
+# are EvoTorch's strategies on the project's batched forward (snn_es.peers). EvoTorch is an
+# optional dependency: `./uv run --group peers snakemake --cores 2 peers`.
+
+
+include: "peers_helpers.smk"
+
+
+rule run_peer:
+    input:
+        unpack(peer_subset),
+        code=library(
+            "config",
+            "data",
+            "subsets",
+            "encoders",
+            "settings",
+            "models",
+            "lif",
+            "es/__init__",
+            "es/params",
+            "es/strategy",
+            "es/evaluate",
+            "es/population",
+            "es/run",
+            "peers",
+        ),
+    output:
+        log_csv="results/peers/{implementation}/seed{seed}/log.csv",
+        metrics="results/peers/{implementation}/seed{seed}/metrics.json",
+    log:
+        "logs/peers/{implementation}/seed{seed}.log",
+    wildcard_constraints:
+        implementation="snn_es|evotorch_snes|evotorch_pgpe",
+        seed=r"\d+",
+    conda:
+        "../../envs/snn-es-peers.yaml"
+    resources:
+        # speed only, never results (as in run_es)
+        chunk_size=EXECUTION.chunk_size,
+        image_chunk=EXECUTION.image_chunk,
+        fused=int(EXECUTION.fused),
+        checkpoint_every=EXECUTION.checkpoint_every,
+    params:
+        spec=peer_spec,
+    script:
+        "../scripts/run_peer.py"
+
+
+rule aggregate_peers:
+    input:
+        runs=peer_targets(),
+        code=library("report", "peers_report"),
+    output:
+        table=report(
+            "results/tables/es_peers.csv",
+            caption="../report/es_peers.rst",
+            category="Peers",
+        ),
+        plot=report(
+            "results/plots/es_peers.png",
+            caption="../report/es_peers_plot.rst",
+            category="Peers",
+        ),
+    log:
+        "logs/aggregate_peers.log",
+    conda:
+        "../../envs/snn-es.yaml"
+    script:
+        "../scripts/aggregate_peers.py"
+
+
+rule peers:
+    input:
+        peer_outputs(),

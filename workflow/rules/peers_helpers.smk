@@ -1,0 +1,35 @@
+# Helpers of the `peers` stage (its rules are in peers.smk): the side-by-side of the
+# project's ES with EvoTorch's SNES and PGPE (config section `peers`).
+
+from snn_es.config import peer_runs
+
+PEER_RUNS = peer_runs(config)
+
+
+def peer_spec(wildcards):
+    """The run's canonical spec: implementation, dataset, encoder, subset, seed, snn, es
+    (+ mode for snn_es, + evotorch for EvoTorch's strategies)."""
+    return PEER_RUNS[f"peers/{wildcards.implementation}/seed{wildcards.seed}"]
+
+
+def peer_subset(wildcards):
+    spec = peer_spec(wildcards)
+    return {
+        "subset": rules.materialize_subset.output.tensors.format(**spec),
+        "manifest": rules.materialize_subset.output.manifest.format(**spec),
+    }
+
+
+def peer_targets():
+    return [
+        rules.run_peer.output.metrics.format(
+            implementation=spec["implementation"], seed=spec["seed"]
+        )
+        for spec in PEER_RUNS.values()
+    ]
+
+
+def peer_outputs():
+    if not PEER_RUNS:
+        return []
+    return [str(path) for path in rules.aggregate_peers.output]
