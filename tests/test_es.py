@@ -722,3 +722,17 @@ def test_adaptive_sigma_is_checkpointed_and_needs_full_rank_noise(tmp_path):
         ESSettings(sigma_lr=0.1, rank=1)
     with pytest.raises(ValueError, match="sigma_lr must be >= 0"):
         ESSettings(sigma_lr=-0.1, rank=0)
+
+
+def test_initial_weights_scale_the_convs_and_the_readout_only():
+    from snn_es.es.run import initial_theta as run_initial_theta
+
+    plain, layout = run_initial_theta(TINY, ESSettings(), 3)
+    scaled, _ = run_initial_theta(TINY, ESSettings(init_conv_scale=2.0, init_readout_scale=0.5),
+                                  3)
+    for name, p, s in zip(layout.names, layout.unflatten(plain).values(),
+                          layout.unflatten(scaled).values(), strict=True):
+        factor = 2.0 if name.startswith("conv") else 0.5
+        torch.testing.assert_close(s, p * factor, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="init_conv_scale must be positive"):
+        ESSettings(init_conv_scale=0.0)

@@ -29,8 +29,8 @@ PEER_IMPLEMENTATIONS = ("snn_es", "evotorch_snes", "evotorch_pgpe")
 PEER_EVOTORCH = {"evotorch_snes": "snes", "evotorch_pgpe": "pgpe"}  # -> `peers.evotorch` key
 # The `es` keys that define the problem and budget of an EvoTorch run (the rest configure
 # the project's strategy, so changing them reruns only the `snn_es` rows).
-PEER_SHARED_ES = ("batch_size", "eval_every", "fitness", "generations", "init_readout_scale",
-                  "population", "spike_noise")
+PEER_SHARED_ES = ("batch_size", "eval_every", "fitness", "generations", "init_conv_scale",
+                  "init_readout_scale", "population", "spike_noise")
 
 
 class ConfigError(UserError, ValueError):

@@ -158,6 +158,8 @@ class ESSettings:
                          "CE), accuracy, or margin (true minus best other logit, clipped).")
     init_readout_scale: float = setting(
         1.0, "Multiplies the initial readout (fc) weights and bias.")
+    init_conv_scale: float = setting(
+        1.0, "Multiplies the initial conv weights and biases (more hidden spikes at the start).")
     spike_noise: str = setting(
         "shared", "shared = the same poisson spikes for every member; per_member = each "
                   "member draws its own.")
@@ -170,6 +172,8 @@ class ESSettings:
             raise ValueError("generations, batch_size and eval_every must be >= 1")
         if self.sigma <= 0 or self.lr <= 0:
             raise ValueError("sigma and lr must be positive")
+        if self.init_readout_scale <= 0 or self.init_conv_scale <= 0:
+            raise ValueError("init_readout_scale and init_conv_scale must be positive")
         _one_of("ESSettings", "lr_schedule", self.lr_schedule, SCHEDULES)
         _one_of("ESSettings", "optimizer", self.optimizer, OPTIMIZERS)
         _one_of("ESSettings", "noise_scale", self.noise_scale, NOISE_SCALES)

@@ -38,7 +38,13 @@ def diagnosed_es():
     es = es_settings(config)
     return {
         k: es[k]
-        for k in ("fitness", "init_readout_scale", "noise_scale", "spike_noise")
+        for k in (
+            "fitness",
+            "init_conv_scale",
+            "init_readout_scale",
+            "noise_scale",
+            "spike_noise",
+        )
     }
 
 
