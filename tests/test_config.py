@@ -10,6 +10,8 @@ import yaml
 from conftest import REPO
 from snn_es.config import ConfigError, check_config
 
+DEFAULT_GRID = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["es_grid"]
+
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -52,8 +54,8 @@ def test_default_config_is_valid(default_config):
          "less than or equal to the minimum of 0"),
         (lambda c: c["es_grid"][1].update(es={"lrr": 1}), "config.es_grid.1.es",
          "'lrr' was unexpected"),
-        (lambda c: c["es_grid"].append(dict(c["es_grid"][1])), "config.es_grid.2",
-         "is also in config.es_grid.1"),
+        (lambda c: c["es_grid"].append(dict(c["es_grid"][1])),
+         f"config.es_grid.{len(DEFAULT_GRID)}", "is also in config.es_grid.1"),
         (lambda c: c["snn"].update(reset_mechanism="hard"), "config.snn.reset_mechanism",
          "'hard' is not one of"),
         (lambda c: c["snn_overrides"].update(svhn={"channels": [4]}), "config.snn_overrides.svhn",

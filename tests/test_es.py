@@ -30,7 +30,8 @@ TIMING_KEYS = {"wall_s", "member_evals_per_s"}
 # A small SNN for the evaluator / run-loop tests.
 TINY = SNNSettings(input_shape=(1, 12, 12), channels=(4, 8), num_steps=4)
 # The strategy tests were written for plain OpenAI-ES: full-rank noise, constant lr.
-PLAIN = dict(population=32, sigma=0.02, lr=0.01, lr_schedule="constant", rank=0)
+PLAIN = dict(population=32, sigma=0.02, lr=0.01, lr_schedule="constant", rank=0,
+             init_conv_scale=1.0)
 
 
 def ES(**changes) -> ESSettings:
@@ -727,7 +728,7 @@ def test_adaptive_sigma_is_checkpointed_and_needs_full_rank_noise(tmp_path):
 def test_initial_weights_scale_the_convs_and_the_readout_only():
     from snn_es.es.run import initial_theta as run_initial_theta
 
-    plain, layout = run_initial_theta(TINY, ESSettings(), 3)
+    plain, layout = run_initial_theta(TINY, ESSettings(init_conv_scale=1.0), 3)
     scaled, _ = run_initial_theta(TINY, ESSettings(init_conv_scale=2.0, init_readout_scale=0.5),
                                   3)
     for name, p, s in zip(layout.names, layout.unflatten(plain).values(),

@@ -77,7 +77,7 @@ def test_key_order_and_explicit_defaults_do_not_change_any_spec():
     sparse = copy.deepcopy(config)
     for section in ("snn", "es"):
         sparse[section] = {}  # every key left out: the dataclass defaults
-    sparse["es_grid"][1]["es"]["lr"] = 2e-2
+    sparse["es_grid"][1]["es"]["lr"] = 5e-3  # the default, written out in a grid entry
     sparse["es"]["sigma_final"] = None  # a default written out
     assert _specs(sparse) == specs
 
@@ -88,7 +88,9 @@ def test_one_merge_for_every_run():
     specs = _specs(config)
     mnist = specs["es/mnist/repeat/big/chunked/seed0"]
     assert mnist["es"]["generations"] == 600  # the grid entry's change
-    assert mnist["es"]["lr"] == 1.0 and isinstance(mnist["es"]["lr"], float)
+    assert mnist["es"]["lr"] == 0.02  # the grid entry's lr wins over the section's
+    cifar = specs["es/cifar10/repeat/big/chunked/seed2"]
+    assert cifar["es"]["lr"] == 1.0 and isinstance(cifar["es"]["lr"], float)
     assert mnist["snn"]["channels"] == [8, 16]  # the dataset's override
     assert list(mnist) == sorted(mnist) and list(mnist["es"]) == sorted(mnist["es"])
     # a study: defaults <- es <- base <- variant; snn <- overrides <- base <- variant

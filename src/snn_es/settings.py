@@ -64,7 +64,7 @@ class SNNSettings:
     channels: tuple[int, ...] = setting(
         (16, 32), "Output channels of each conv layer (each followed by 2x2 max-pool and LIF).")
     kernel_size: int = setting(3, "Conv kernel size (odd).")
-    num_steps: int = setting(8, "Time steps T per image.")
+    num_steps: int = setting(4, "Time steps T per image.")
     beta: float = setting(0.9, "Membrane decay per step (clamped to [0, 1], as snnTorch does).")
     threshold: float = setting(1.0, "Firing threshold.")
     reset_mechanism: str = setting(
@@ -129,13 +129,13 @@ class SNNSettings:
 class ESSettings:
     """One ES run: OpenAI-ES with antithetic pairs, centred ranks and Adam or SGD."""
 
-    generations: int = setting(40, "ES generations (updates) per run.")
+    generations: int = setting(300, "ES generations (updates) per run.")
     population: int = setting(64, "Members per generation; even (antithetic pairs).")
-    batch_size: int = setting(16, "Training images per generation, shared by all members.")
-    sigma: float = setting(0.05, "Perturbation scale at generation 0.")
+    batch_size: int = setting(128, "Training images per generation, shared by all members.")
+    sigma: float = setting(0.02, "Perturbation scale at generation 0.")
     sigma_final: float | None = setting(
         None, "Sigma at the last generation (linear decay); null = constant.")
-    lr: float = setting(0.02, "Step size on the ES gradient at generation 0.")
+    lr: float = setting(0.005, "Step size on the ES gradient at generation 0.")
     lr_schedule: str = setting("cosine", "Learning-rate schedule: constant, cosine or linear.")
     lr_final_ratio: float = setting(0.1, "Final lr as a fraction of lr (cosine / linear).")
     optimizer: str = setting("adam", "Update rule: adam or sgd (with momentum).")
@@ -159,11 +159,11 @@ class ESSettings:
     init_readout_scale: float = setting(
         1.0, "Multiplies the initial readout (fc) weights and bias.")
     init_conv_scale: float = setting(
-        1.0, "Multiplies the initial conv weights and biases (more hidden spikes at the start).")
+        2.0, "Multiplies the initial conv weights and biases (more hidden spikes at the start).")
     spike_noise: str = setting(
         "shared", "shared = the same poisson spikes for every member; per_member = each "
                   "member draws its own.")
-    eval_every: int = setting(10, "Test accuracy of the centre every k generations.")
+    eval_every: int = setting(25, "Test accuracy of the centre every k generations.")
 
     def __post_init__(self) -> None:
         if self.population < 2 or self.population % 2:
