@@ -7,7 +7,8 @@ from snn_es.io import sha256_file
 
 def manifest_entries():
     """(file, producing rule) for every published file: tables, plots and per-run results
-    of `all`, plus those of the studies that have been built (they are not part of `all`)."""
+    of `all`, plus those of the studies that have been built (they are not part of `all`).
+    """
     # str(): the output objects carry report flags that cannot be pickled into the job
     entries = [(str(path), "aggregate") for path in rules.aggregate.output]
     entries += [(path, "train_cnn") for path in cnn_targets()]
@@ -32,7 +33,8 @@ def study_files():
 
 def built_study_files():
     """The study files that exist. They are not inputs of the manifest (that would pull the
-    studies into `all`); their checksums are its params, so a rebuilt study reruns it."""
+    studies into `all`); their checksums are its params, so a rebuilt study reruns it.
+    """
     return [(path, rule) for path, rule in study_files() if os.path.exists(path)]
 
 
@@ -60,7 +62,9 @@ def all_targets():
 
 def study_targets():
     """Every study's tables and plots (target `studies`)."""
-    return diagnostics_outputs() + ablation_outputs() + scaling_outputs() + peer_outputs()
+    return (
+        diagnostics_outputs() + ablation_outputs() + scaling_outputs() + peer_outputs()
+    )
 
 
 def benchmark_networks():

@@ -18,7 +18,9 @@ def scaling_references():
     paths = set()
     for cell in section["cells"]:
         paths.add(
-            rules.train_cnn.output.metrics.format(dataset=cell["dataset"], subset=subset)
+            rules.train_cnn.output.metrics.format(
+                dataset=cell["dataset"], subset=subset
+            )
         )
         paths.add(
             rules.train_snn_bptt.output.metrics.format(
