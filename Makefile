@@ -3,7 +3,8 @@ SNAKEMAKE ?= ./uv run snakemake
 CORES ?= 1
 
 .PHONY: sync all data subsets cnn snn_forward bptt es_subset es_parallel mnist_es \
-	es_repeat_small es_repeat_big es_norepeat_big benchmark benchmark_gpu report test lint fmt dag
+	es_repeat_small es_repeat_big es_norepeat_big benchmark benchmark_gpu studies scaling peers \
+	smoke report test lint fmt dag
 
 sync:  ## install the locked environment
 	./uv sync --locked
@@ -50,8 +51,20 @@ benchmark:  ## ES throughput side by side -> results/tables/throughput.csv (not 
 benchmark_gpu:  ## the same on a CUDA GPU -> results/tables/throughput_gpu.csv (< 5 min)
 	bash scripts/gpu_benchmark.sh
 
-report:  ## HTML report of the published tables and plots
-	$(SNAKEMAKE) --report results/report.html
+studies:  ## every study: diagnostics, ablation, scaling (not part of `all`; hours on a CPU)
+	$(SNAKEMAKE) --cores $(CORES) diagnostics_all ablation_all scaling
+
+scaling:  ## the compute-scaling study -> results/tables/es_scaling.csv
+	$(SNAKEMAKE) --cores $(CORES) scaling
+
+peers:  ## side by side with EvoTorch's SNES and PGPE -> results/tables/es_peers.csv
+	./uv run --group peers snakemake --cores $(CORES) peers
+
+smoke:  ## every stage, studies included, in a few minutes, under /tmp/snn-es-smoke
+	$(SNAKEMAKE) --cores $(CORES) --configfile config/smoke.yaml --directory /tmp/snn-es-smoke all studies
+
+report:  ## HTML report of the tables and plots of `all` (add STUDIES=studies once built)
+	$(SNAKEMAKE) --report results/report.html all $(STUDIES)
 
 test:
 	./uv run pytest
