@@ -39,7 +39,8 @@ def built_study_files():
 
 
 def study_checksums():
-    return {path: sha256_file(path) for path, _ in built_study_files()}
+    # sorted: the params compare by repr, and the order of the config's keys must not count
+    return {path: sha256_file(path) for path, _ in sorted(built_study_files())}
 
 
 def published_files():
