@@ -105,3 +105,15 @@ def test_full_config_is_valid_over_the_defaults(default_config):
     checked = check_config(default_config, SCHEMA)
     assert checked["subsets"]["full"] == {"train": 50000, "test": 10000}
     assert checked["es"]["population"] == 256
+
+
+def test_smoke_config_is_complete_and_valid_on_its_own():
+    """config/smoke.yaml is used without config.yaml (README: --directory elsewhere), so it
+    must be a complete config, and it must define every study that `studies` builds."""
+    from snn_es.config import expand_runs
+
+    smoke = check_config(yaml.safe_load((REPO / "config" / "smoke.yaml").read_text()), SCHEMA)
+    runs = expand_runs(smoke)
+    kinds = {run.split("/")[0] for run in runs}
+    assert kinds == {"es", "ablation", "scaling"}
+    assert smoke["diagnostics"]["grid"] and list(smoke["subsets"]) == ["tiny"]
