@@ -24,8 +24,6 @@ dependency (``uv sync --group peers``); without it ``run_peer`` raises a ``UserE
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from typing import Any
 
@@ -35,21 +33,19 @@ from tqdm.auto import tqdm
 
 from snn_es.config import PEER_EVOTORCH as EVOTORCH
 from snn_es.config import PEER_IMPLEMENTATIONS as IMPLEMENTATIONS  # noqa: F401 (re-exported)
-from snn_es.encoders import to_float
 from snn_es.errors import UserError
-from snn_es.es.evaluate import PopulationTask
-from snn_es.es.population import MemberParams, population_forward, population_scores
+from snn_es.es.diagnostics import es_minibatch
+from snn_es.es.evaluate import PopulationTask, score_chunk
+from snn_es.es.population import MemberParams
 from snn_es.es.run import _accuracy, initial_theta
-from snn_es.seeding import generator_from, seed_from
+from snn_es.es.run import rows_to_csv as es_rows_to_csv
+from snn_es.seeding import seed_from
 from snn_es.settings import ESSettings, ExecutionSettings, SNNSettings
 
 # EvoTorch's settings. SNES: `stdev_init` only, every other argument at EvoTorch's default
 # (center_learning_rate 1.0, stdev_learning_rate 0.2 (3 + ln n) / sqrt(n), "nes" ranking).
-# 0.02 is the sigma the project's diagnostics favour (issue 14). PGPE: the values of
-# EvoTorch's own PGPE example (README "Reinforcement learning" / examples/scripts/rl_clipup.py:
-# center_learning_rate 0.01125, stdev_learning_rate 0.1, optimizer "clipup" with
-# max_speed 0.015), with the same `stdev_init` as SNES in place of the RL example's
-# radius_init; `max_speed: null` would take ClipUp's default, 2 x center_learning_rate.
+# 0.02 is the sigma the project's diagnostics favour (issue 14). PGPE: stdev_learning_rate
+# 0.1 as in EvoTorch's PGPE example (examples/scripts/rl_clipup.py), the same `stdev_init`.
 DEFAULT_EVOTORCH = {
     "snes": {"stdev_init": 0.02},
     # Adam at the project's tuned step: EvoTorch's RL example (ClipUp, centre lr 0.01125,
@@ -84,11 +80,8 @@ class GenerationData:
         self.generation: int | None = None
 
     def set(self, generation: int) -> None:
-        seed = self.task.seed
-        batch = torch.randperm(len(self.train_y), generator=generator_from(seed, "batch",
-                                                                            generation))
-        batch = batch[: self.batch_size]
-        self.images, self.labels = to_float(self.train_x[batch]), self.train_y[batch]
+        self.images, self.labels = es_minibatch(self.train_x, self.train_y, self.task.seed,
+                                                generation, self.batch_size)
         self.generation = generation
         # Shared spikes (the project's default): drawn once per generation, as run_es does.
         self.shared = None if self.task.per_member_spikes else \
@@ -99,25 +92,13 @@ class GenerationData:
 def score_members(thetas: Tensor, data: GenerationData, execution: ExecutionSettings
                   ) -> tuple[Tensor, Tensor]:
     """(fitness [P], accuracy [P]) of flat parameter vectors [P, D] on the current generation's
-    minibatch, with the project's batched forward (chunks of members x pieces of images)."""
-    task, labels = data.task, data.labels
-    piece = execution.image_chunk or len(labels)
+    minibatch, with the chunked evaluator's forward (``evaluate.score_chunk``)."""
     fitness, accuracy = [], []
     for start in range(0, thetas.shape[0], execution.chunk_size):
         stop = min(start + execution.chunk_size, thetas.shape[0])
-        members = MemberParams(task.layout.unflatten(thetas[start:stop].contiguous()))
-        if data.shared is None:  # per-member spikes: member m's own draw, as run_es's
-            x = torch.stack([task.inputs(data.images, data.generation, m)
-                             for m in range(start, stop)])
-            dim = 2 if not task.static_input else 1
-        else:
-            x, dim = data.shared, 0 if task.static_input else 1
-        logits = torch.cat([
-            population_forward(members, x.narrow(dim, first, min(piece, len(labels) - first)),
-                               task.cfg, static_input=task.static_input,
-                               per_member_input=data.shared is None, fused=task.fused)
-            for first in range(0, len(labels), piece)], dim=1)
-        f, a = population_scores(logits, labels, task.fitness)
+        members = MemberParams(data.task.layout.unflatten(thetas[start:stop].contiguous()))
+        f, a = score_chunk(members, data.images, data.labels, data.task, data.generation,
+                           start, data.shared, image_chunk=execution.image_chunk)
         fitness.append(f)
         accuracy.append(a)
     return torch.cat(fitness), torch.cat(accuracy)
@@ -258,9 +239,4 @@ def run_peer(
 
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return buffer.getvalue()
+    return es_rows_to_csv(rows, LOG_COLUMNS)

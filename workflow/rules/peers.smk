@@ -26,6 +26,7 @@ rule run_peer:
             "es/evaluate",
             "es/population",
             "es/run",
+            "es/diagnostics",
             "peers",
         ),
     output:

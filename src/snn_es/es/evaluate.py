@@ -152,21 +152,32 @@ def evaluate_chunked(
             params = low_rank_members(strategy, task.layout, generation, start, stop)
         else:
             params = MemberParams(task.layout.unflatten(strategy.members(generation, start, stop)))
-        if shared is None:
-            x = torch.stack([task.inputs(images, generation, m)
-                             for m in range(start, stop)]).to(device)
-        else:
-            x = shared
-        forward = dict(members=params, cfg=task.cfg, static_input=task.static_input,
-                       per_member_input=shared is None, fused=task.fused, layout=layout)
-        piece = image_chunk or len(labels)
-        logits = torch.cat([
-            population_forward(x=_images(x, first, first + piece, task, shared is None),
-                               **forward) for first in range(0, len(labels), piece)], dim=1)
-        f, a = population_scores(logits, labels, task.fitness)
+        f, a = score_chunk(params, images, labels, task, generation, start, shared, layout,
+                           image_chunk)
         fitness.append(f)
         accuracy.append(a)
     return torch.cat(fitness), torch.cat(accuracy)
+
+
+def score_chunk(params: MemberParams | LowRankParams, images: Tensor, labels: Tensor,
+                task: PopulationTask, generation: int, start: int, shared: Tensor | None,
+                layout: str | None = None, image_chunk: int | None = None
+                ) -> tuple[Tensor, Tensor]:
+    """(fitness, accuracy) of the chunk of members ``start..start+C-1`` whose weights are
+    ``params``: one forward pass per piece of ``image_chunk`` images, on the generation's
+    ``shared`` input, or (None) on each member's own spikes."""
+    if shared is None:
+        x = torch.stack([task.inputs(images, generation, m)
+                         for m in range(start, start + params.members)]).to(labels.device)
+    else:
+        x = shared
+    forward = dict(members=params, cfg=task.cfg, static_input=task.static_input,
+                   per_member_input=shared is None, fused=task.fused, layout=layout)
+    piece = image_chunk or len(labels)
+    logits = torch.cat([
+        population_forward(x=_images(x, first, first + piece, task, shared is None),
+                           **forward) for first in range(0, len(labels), piece)], dim=1)
+    return population_scores(logits, labels, task.fitness)
 
 
 def evaluate_population(
