@@ -163,6 +163,18 @@ class ESSettings:
     spike_noise: str = setting(
         "shared", "shared = the same poisson spikes for every member; per_member = each "
                   "member draws its own.")
+    readout_steps: int = setting(
+        0, "Readout-only ES steps after every generation: members perturb only the readout "
+           "and reuse the centre's hidden spikes (membrane readout); 0 = none.")
+    perturb_readout: bool = setting(
+        True, "Whether the full generations perturb (and step) the readout too; false leaves "
+              "it to the readout-only steps, so their noise is all in the hidden layers.")
+    readout_population: int = setting(256, "Members per readout-only step; even.")
+    readout_batch_size: int = setting(256, "Training images per readout-only step (a fresh "
+                                           "minibatch each step).")
+    readout_sigma: float = setting(0.02, "Perturbation scale of the readout-only steps.")
+    readout_lr: float = setting(0.005, "Step size of the readout-only steps at generation 0 "
+                                       "(the run's lr schedule).")
     eval_every: int = setting(25, "Test accuracy of the centre every k generations.")
 
     def __post_init__(self) -> None:
@@ -183,14 +195,31 @@ class ESSettings:
             raise ValueError(f"rank must be >= 0 (0 = full-rank noise), got {self.rank}")
         if self.sigma_lr < 0:
             raise ValueError(f"sigma_lr must be >= 0 (0 = fixed sigma), got {self.sigma_lr}")
+        if self.readout_steps < 0:
+            raise ValueError(f"readout_steps must be >= 0 (0 = none), got {self.readout_steps}")
+        if self.readout_population < 2 or self.readout_population % 2:
+            raise ValueError(f"readout_population must be an even number >= 2, got "
+                             f"{self.readout_population}")
+        if self.readout_batch_size < 1 or self.readout_sigma <= 0 or self.readout_lr <= 0:
+            raise ValueError("readout_batch_size, readout_sigma and readout_lr must be positive")
+        if not self.perturb_readout and not self.readout_steps:
+            raise ValueError("perturb_readout: false needs readout_steps > 0 (else nothing "
+                             "trains the readout)")
         if self.sigma_lr and self.rank:
             raise ValueError(f"sigma_lr > 0 (a per-parameter sigma) needs full-rank noise: set "
                              f"rank: 0 (got rank {self.rank})")
 
     @property
     def evaluations(self) -> int:
-        """The run's budget in member-image evaluations."""
+        """The run's budget in full member-image evaluations (readout-only ones apart)."""
         return self.generations * self.population * self.batch_size
+
+    @property
+    def readout_evaluations(self) -> int:
+        """Readout-only member-image evaluations (each a [F] x [F, K] product on the
+        centre's hidden spikes, about 1/50 of a full CIFAR-10 evaluation)."""
+        return (self.generations * self.readout_steps * self.readout_population
+                * self.readout_batch_size)
 
 
 @dataclass(frozen=True)

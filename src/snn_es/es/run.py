@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from snn_es.encoders import to_float
 from snn_es.es.evaluate import PopulationTask, evaluate_population
 from snn_es.es.params import ParamLayout
+from snn_es.es.readout import READOUT_NAMES, ReadoutES
 from snn_es.es.strategy import OpenAIES
 from snn_es.errors import UserError
 from snn_es.io import atomic_torch_save, atomic_write_json, atomic_write_text, sha256_bytes, torch_load
@@ -104,9 +105,15 @@ def run_es(
     """
     checkpoint_path = Path(checkpoint_path)
     theta, layout = initial_theta(cfg, es, seed)
-    strategy = OpenAIES(theta, es, seed, shapes=layout.shapes)
+    # perturb_readout false: the generations' noise is all in the hidden layers, and the
+    # readout-only steps alone train the readout
+    strategy = OpenAIES(theta, es, seed, shapes=layout.shapes,
+                        fixed=None if es.perturb_readout else
+                        tuple(name in READOUT_NAMES for name in layout.names))
     task = PopulationTask(cfg, layout, encoder, seed, es.spike_noise, fused=execution.fused,
                           fitness=es.fitness)
+    readout = (ReadoutES(cfg, layout, es, seed, encoder, theta, fused=execution.fused)
+               if es.readout_steps else None)
     train_x, train_y = subset["train_images"], subset["train_labels"]
     test_x, test_y = subset["test_images"], subset["test_labels"]
     ident = fingerprint(asdict(cfg), canonical(es), encoder, seed, mode, data_id)
@@ -118,6 +125,8 @@ def run_es(
         state = torch_load(checkpoint_path)
         if state["fingerprint"] == ident:
             strategy.load_state_dict(state["strategy"])
+            if readout is not None:
+                readout.load_state_dict(state["readout"])
             rows, start_gen, elapsed = state["rows"], state["generation"] + 1, state["elapsed"]
             saved_gen = state["generation"]
             print(f"resuming from {checkpoint_path} at generation {start_gen}")
@@ -129,8 +138,22 @@ def run_es(
         atomic_torch_save(checkpoint_path, {
             "fingerprint": ident, "strategy": strategy.state_dict(), "rows": rows,
             "generation": generation, "elapsed": elapsed,
+            "readout": readout.state_dict() if readout is not None else None,
         })
         saved_gen = generation
+
+    def check_finite(fitness: Tensor, members: str, generation: int) -> None:
+        if torch.isfinite(fitness).all():
+            return
+        # Name the newest checkpoint actually written, not the last finished generation.
+        kept = (f"No checkpoint of this run was written yet ({checkpoint_path})."
+                if saved_gen is None else
+                f"The last good checkpoint ({checkpoint_path}, generation {saved_gen}) "
+                f"is kept.")
+        raise ESDivergedError(
+            f"generation {generation}: {int((~torch.isfinite(fitness)).sum())} of "
+            f"{fitness.numel()} {members} have non-finite fitness (NaN/inf). {kept} Lower "
+            f"es.lr or es.sigma (es.readout_lr, es.readout_sigma), or add weight decay.")
 
     population, generations = es.population, es.generations
     bar = tqdm(range(start_gen, generations), initial=start_gen, total=generations,
@@ -144,18 +167,12 @@ def run_es(
         fitness, accuracy = evaluate_population(
             mode, strategy, generation, images, labels, task, execution.chunk_size,
             image_chunk=execution.image_chunk)
-        if not torch.isfinite(fitness).all():
-            # Name the newest checkpoint actually written, not the last finished generation.
-            kept = (f"No checkpoint of this run was written yet ({checkpoint_path})."
-                    if saved_gen is None else
-                    f"The last good checkpoint ({checkpoint_path}, generation {saved_gen}) "
-                    f"is kept.")
-            raise ESDivergedError(
-                f"generation {generation}: {int((~torch.isfinite(fitness)).sum())} of "
-                f"{population} members have non-finite fitness (NaN/inf). {kept} Lower "
-                f"es.lr or es.sigma, or add weight decay.")
+        check_finite(fitness, "members", generation)
         sigma, lr = strategy.sigma_at(generation), strategy.lr_at(generation)
         grad = strategy.tell(generation, fitness)
+        if readout is not None:  # then cheap readout-only steps from the updated centre
+            check_finite(readout.step(strategy.theta, generation, train_x, train_y),
+                         "readout-only members", generation)
         step_s = time.perf_counter() - tick
         last_gen = generation == generations - 1
         test_acc = None
@@ -173,6 +190,8 @@ def run_es(
             "lr": lr,
             "grad_norm": float(grad.norm()),
             "wall_s": round(elapsed, 3),
+            # full member-image evaluations per second of this generation (readout steps
+            # included in the time, not in the count)
             "member_evals_per_s": round(population * es.batch_size / step_s, 1),
         })
         bar.set_postfix(fit=f"{rows[-1]['fitness_mean']:.3f}",
@@ -197,6 +216,8 @@ def run_es(
             "final_fitness_mean": rows[-1]["fitness_mean"],
             "evaluations": len(rows) * population,
             "member_sample_evaluations": len(rows) * population * es.batch_size,
+            "readout_sample_evaluations": len(rows) * (readout.evaluations_per_generation
+                                                       if readout is not None else 0),
             "wall_s": round(elapsed, 2),
             "member_evals_per_s": round(
                 len(rows) * population * es.batch_size / max(elapsed, 1e-9), 1),

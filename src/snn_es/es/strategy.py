@@ -69,18 +69,28 @@ class OpenAIES:
     """Maximises a fitness; ``theta`` is a flat float vector.
 
     ``shapes`` (the parameter tensors' shapes, in ``theta``'s order) is needed only for
-    low-rank noise (``settings.rank > 0``).
+    low-rank noise (``settings.rank > 0``) and for ``fixed``: a flag per tensor; a fixed
+    tensor gets zero noise, hence no step (the members and the centre keep its value).
     """
 
     def __init__(self, theta: Tensor, settings: ESSettings, seed: int,
-                 shapes: tuple[tuple[int, ...], ...] | None = None):
+                 shapes: tuple[tuple[int, ...], ...] | None = None,
+                 fixed: tuple[bool, ...] | None = None):
         self.settings = settings
         self.seed = seed
-        needs_shapes = settings.rank or settings.noise_scale == "layer"
+        needs_shapes = settings.rank or settings.noise_scale == "layer" or fixed is not None
         if needs_shapes and (shapes is None
                              or sum(math.prod(s) for s in shapes) != theta.numel()):
             raise ValueError("low-rank or layer-scaled noise needs the parameter shapes of theta")
         self.shapes = tuple(tuple(s) for s in shapes) if shapes is not None else None
+        self.fixed = tuple(fixed) if fixed is not None and any(fixed) else None
+        self.free: Tensor | None = None  # 1 where a parameter is perturbed, 0 where fixed
+        if self.fixed is not None:
+            if len(self.fixed) != len(self.shapes):
+                raise ValueError("fixed needs one flag per parameter tensor")
+            self.free = torch.cat([torch.full((math.prod(s),), 0.0 if f else 1.0,
+                                              dtype=theta.dtype, device=theta.device)
+                                   for s, f in zip(self.shapes, self.fixed)])
         # noise_scale "layer": ES runs on theta / s_k per tensor k (s_k = its initial std),
         # so sigma and the step are relative to each layer's own scale.
         self.tensor_scales: tuple[float, ...] | None = None
@@ -126,14 +136,17 @@ class OpenAIES:
             raise ValueError("low_rank_noise needs settings.rank > 0")
         gen = generator_from(self.seed, "es-noise", generation, pair)
         out = []
-        for shape in self.shapes:
+        for k, shape in enumerate(self.shapes):
+            # a fixed tensor's noise is drawn too (the stream of the others stays the same)
+            # and zeroed
+            keep = 0.0 if self.fixed is not None and self.fixed[k] else 1.0
             if len(shape) >= 2:
-                a = torch.randn(shape[0], rank, generator=gen, dtype=self.theta.dtype)
+                a = torch.randn(shape[0], rank, generator=gen, dtype=self.theta.dtype) * keep
                 b = torch.randn(math.prod(shape[1:]), rank, generator=gen, dtype=self.theta.dtype)
                 out.append(LowRankNoise(a.to(self.theta.device), b.to(self.theta.device), None))
             else:
-                out.append(LowRankNoise(None, None, torch.randn(
-                    shape, generator=gen, dtype=self.theta.dtype).to(self.theta.device)))
+                out.append(LowRankNoise(None, None, (torch.randn(
+                    shape, generator=gen, dtype=self.theta.dtype) * keep).to(self.theta.device)))
         return out
 
     def noise(self, generation: int, pair: int) -> Tensor:
@@ -150,6 +163,8 @@ class OpenAIES:
                 # drawn on the CPU (its generator), so every device sees the same noise
                 eps = torch.randn(self.theta.shape, generator=gen,
                                   dtype=self.theta.dtype).to(self.theta.device)
+                if self.free is not None:
+                    eps = eps * self.free
             if (len(self._noise_cache) + 1) * eps.numel() <= NOISE_CACHE_ELEMENTS:
                 self._noise_cache[key] = eps
             return eps
@@ -219,7 +234,8 @@ class OpenAIES:
             self.m.mul_(s.momentum).add_(grad)
             step = self.m
         if s.weight_decay:
-            self.theta.mul_(1 - lr * s.weight_decay)
+            decay = 1 - lr * s.weight_decay
+            self.theta.mul_(decay if self.free is None else 1 - (1 - decay) * self.free)
         scale = self.parameter_scale
         if scale is not None:
             step = step * scale  # back from the scaled coordinates to theta
