@@ -117,3 +117,24 @@ def test_smoke_config_is_complete_and_valid_on_its_own():
     kinds = {run.split("/")[0] for run in runs}
     assert kinds == {"es", "ablation", "scaling"}
     assert smoke["diagnostics"]["grid"] and list(smoke["subsets"]) == ["tiny"]
+
+
+def test_scaling_cells_may_change_es_and_budgets(default_config):
+    """A scaling curve can carry its own `es` changes (before the allocation's) and budgets."""
+    from snn_es.config import scaling_runs
+
+    default_config["scaling"] = {
+        "cells": [{"dataset": "mnist", "encoder": "repeat", "es": {"sigma": 0.05},
+                   "budgets": [8192]},
+                  {"dataset": "cifar10", "encoder": "repeat"}],
+        "allocations": {"p64_b128": {"population": 64, "batch_size": 128}},
+        "budgets": [16384], "seeds": [0], "subset": "big"}
+    runs = scaling_runs(check_config(default_config, SCHEMA))
+    assert sorted(runs) == ["scaling/cifar10/repeat/p64_b128/e16384/seed0",
+                            "scaling/mnist/repeat/p64_b128/e8192/seed0"]
+    mnist = runs["scaling/mnist/repeat/p64_b128/e8192/seed0"]["es"]
+    assert (mnist["sigma"], mnist["generations"]) == (0.05, 1)
+    assert runs["scaling/cifar10/repeat/p64_b128/e16384/seed0"]["es"]["sigma"] == 0.02
+    default_config["scaling"]["cells"][0]["budgets"] = [100]
+    with pytest.raises(ConfigError, match="100 is not a positive multiple"):
+        check_config(default_config, SCHEMA)

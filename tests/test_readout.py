@@ -12,6 +12,8 @@ from snn_es.encoders import encode
 from snn_es.es.params import ParamLayout
 from snn_es.es.readout import (
     ReadoutES,
+    low_rank_factors,
+    low_rank_gradient,
     low_rank_logits,
     readout_features,
     readout_logits,
@@ -186,3 +188,15 @@ def test_generations_that_leave_the_readout_train_only_the_hidden_layers(tmp_pat
     assert not torch.equal(theta[-steps_only.size:], start[-steps_only.size:])
     with pytest.raises(ValueError, match="perturb_readout: false needs readout_steps > 0"):
         replace(TINY_ES, perturb_readout=False)
+
+
+def test_low_rank_gradient_equals_the_strategys_own():
+    """The factored readout gradient is the strategy's dense one (float64)."""
+    layout = ParamLayout.of(make_snn(TINY, 0))
+    size = sum(torch.Size(s).numel() for s in layout.shapes[-2:])
+    fitness = torch.randn(8, generator=generator_from(0, "f"))
+    strategy = OpenAIES(initial_theta().double()[-size:],
+                        replace(READOUT_ES, rank=2, population=8), 7, shapes=layout.shapes[-2:])
+    factors = low_rank_factors(strategy, 3)
+    torch.testing.assert_close(low_rank_gradient(strategy, 3, fitness, factors),
+                               strategy.gradient(3, fitness), rtol=0, atol=1e-12)

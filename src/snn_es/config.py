@@ -289,8 +289,9 @@ def scaling_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The compute-scaling study (section `scaling`): one chunked ES run per cell x
     allocation x budget x seed, ``scaling/{dataset}/{encoder}/{allocation}/e{budget}/seed{seed}``.
 
-    ``es`` <- the allocation <- ``generations = budget / (population x batch_size)``, which
-    must divide exactly, so every point's budget is exactly what the table says.
+    ``es`` <- the cell's ``es`` <- the allocation <- ``generations = budget / (population x
+    batch_size)``, which must divide exactly, so every point's budget is exactly what the
+    table says. A cell's ``budgets`` replace the section's.
     """
     section = config.get("scaling")
     if not section:
@@ -301,15 +302,16 @@ def scaling_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
         snn = snn_settings(config, dataset, section.get("snn"), where="config.scaling.snn")
         for name, allocation in section["allocations"].items():
             where = f"config.scaling.allocations.{name}"
-            shape = es_settings(config, allocation, where=where)
+            shape = es_settings(config, cell.get("es"), allocation, where=where)
             per_generation = shape["population"] * shape["batch_size"]
-            for budget in section["budgets"]:
+            for budget in cell.get("budgets", section["budgets"]):
                 generations, rest = divmod(int(budget), per_generation)
                 if rest or not generations:
                     raise ConfigError(
                         f"config.scaling.budgets: {budget} is not a positive multiple of "
                         f"population x batch_size = {per_generation} of allocation '{name}'")
-                es = es_settings(config, allocation, {"generations": generations}, where=where)
+                es = es_settings(config, cell.get("es"), allocation,
+                                 {"generations": generations}, where=where)
                 for seed in section["seeds"]:
                     runs[f"scaling/{dataset}/{encoder}/{name}/e{int(budget)}/seed{seed}"] = \
                         run_spec(dataset, encoder, section["subset"], "chunked", seed, snn, es)

@@ -15,7 +15,8 @@ from snn_es.report import _save, plt
 ORDER = ("snn_es", "evotorch_snes", "evotorch_pgpe")
 LABELS = {"snn_es": "snn_es (this project's ES)", "evotorch_snes": "EvoTorch SNES",
           "evotorch_pgpe": "EvoTorch PGPE"}
-COLUMNS = ("implementation", "settings", "evaluations", "seed", "final_test_acc",
+COLUMNS = ("implementation", "settings", "evaluations", "readout_evaluations", "seed",
+           "final_test_acc",
            "best_test_acc", "final_train_acc", "wall_s", "evals_per_s")
 
 
@@ -33,6 +34,12 @@ def settings_string(spec: dict[str, Any]) -> str:
         if es.get("sigma_lr"):
             parts.append(f"sigma_lr={es['sigma_lr']:g}")
         parts += [f"lr={es['lr']:g}", es["optimizer"], es["lr_schedule"], f"rank={es['rank']}"]
+        if es.get("readout_steps"):
+            parts.append(f"readout_steps={es['readout_steps']}x{es['readout_population']}"
+                         f"x{es['readout_batch_size']} (sigma={es['readout_sigma']:g} "
+                         f"lr={es['readout_lr']:g})")
+            if not es.get("perturb_readout", True):
+                parts.append("hidden-only generations")
         if es.get("noise_scale", "absolute") != "absolute":
             parts.append(f"noise_scale={es['noise_scale']}")
         return " ".join(parts)
@@ -55,6 +62,7 @@ def peers_table(metrics_paths: Iterable[str]) -> pd.DataFrame:
             "implementation": spec["implementation"],
             "settings": settings_string(spec),
             "evaluations": metrics["member_sample_evaluations"],
+            "readout_evaluations": metrics.get("readout_sample_evaluations", 0),
             "seed": spec["seed"],
             "final_test_acc": metrics["final_test_acc"],
             "best_test_acc": metrics["best_test_acc"],

@@ -20,8 +20,11 @@ import pandas as pd  # noqa: E402
 from snn_es.io import atomic_write_bytes, atomic_write_text, sha256_file  # noqa: E402
 
 ES_KEYS = ["dataset", "encoder", "subset", "mode", "seed"]
+# member_sample_evaluations: full member-image evaluations (the budget);
+# readout_sample_evaluations: readout-only ones on the centre's hidden spikes (es.readout_steps)
 ES_RUN_COLUMNS = ES_KEYS + ["generations", "evaluations", "member_sample_evaluations",
-                            "final_test_acc", "best_test_acc", "final_train_acc"]
+                            "readout_sample_evaluations", "final_test_acc", "best_test_acc",
+                            "final_train_acc"]
 ES_TIMING_COLUMNS = ES_KEYS + ["wall_s", "member_evals_per_s"]
 BASELINE_COLUMNS = ["model", "dataset", "encoder", "subset", "test_acc", "train_acc"]
 # PNG files carry no software version or date, so equal plots give equal bytes.
@@ -44,11 +47,13 @@ def es_tables(metrics_paths: Iterable[str]) -> tuple[pd.DataFrame, pd.DataFrame]
     rows = [{**es_key(p), **_json(p)} for p in metrics_paths]
     frame = pd.DataFrame(rows, columns=sorted({c for r in rows for c in r} | set(ES_RUN_COLUMNS)))
     frame = frame.sort_values(ES_KEYS).reset_index(drop=True)
+    frame["readout_sample_evaluations"] = frame["readout_sample_evaluations"].fillna(0) \
+        .astype(int)  # runs without readout steps
     return frame[ES_RUN_COLUMNS], frame[ES_TIMING_COLUMNS]
 
 
 SUMMARY_COLUMNS = ["dataset", "encoder", "subset", "mode", "seeds", "member_image_evaluations",
-                   "final_test_acc_mean", "final_test_acc_std", "final_test_acc_min",
+                   "readout_image_evaluations", "final_test_acc_mean", "final_test_acc_std", "final_test_acc_min",
                    "final_test_acc_max", "best_test_acc_mean", "final_train_acc_mean"]
 
 
@@ -62,6 +67,8 @@ def es_summary(runs: pd.DataFrame) -> pd.DataFrame:
         rows.append({"dataset": dataset, "encoder": encoder, "subset": subset, "mode": mode,
                      "seeds": len(cell),
                      "member_image_evaluations": int(cell["member_sample_evaluations"].max()),
+                     "readout_image_evaluations":
+                         int(cell["readout_sample_evaluations"].max()),
                      "final_test_acc_mean": final.mean(),
                      "final_test_acc_std": final.std() if len(cell) > 1 else None,
                      "final_test_acc_min": final.min(), "final_test_acc_max": final.max(),

@@ -15,7 +15,8 @@ import pandas as pd
 from snn_es.report import _json, _save, plt
 
 SCALING_COLUMNS = ["dataset", "encoder", "allocation", "evaluations", "seed", "population",
-                   "batch_size", "generations", "sigma", "lr", "final_test_acc",
+                   "batch_size", "generations", "sigma", "lr", "readout_steps",
+                   "readout_evaluations", "final_test_acc",
                    "best_test_acc", "final_train_acc", "wall_s", "evals_per_s"]
 
 
@@ -28,9 +29,10 @@ def scaling_table(metrics_paths: Iterable[str]) -> pd.DataFrame:
         rows.append({
             "dataset": dataset, "encoder": encoder, "allocation": allocation,
             "evaluations": metrics["member_sample_evaluations"],
+            "readout_evaluations": metrics.get("readout_sample_evaluations", 0),
             "seed": int(seed.removeprefix("seed")), "population": es["population"],
             "batch_size": es["batch_size"], "generations": es["generations"],
-            "sigma": es["sigma"], "lr": es["lr"],
+            "sigma": es["sigma"], "lr": es["lr"], "readout_steps": es.get("readout_steps", 0),
             "final_test_acc": metrics["final_test_acc"],
             "best_test_acc": metrics["best_test_acc"],
             "final_train_acc": metrics["final_train_acc"], "wall_s": metrics["wall_s"],

@@ -33,7 +33,7 @@ from snn_es.encoders import encode, to_float
 from snn_es.es.evaluate import STOCHASTIC_ENCODERS
 from snn_es.es.params import ParamLayout
 from snn_es.es.population import population_scores
-from snn_es.es.strategy import OpenAIES
+from snn_es.es.strategy import OpenAIES, centered_ranks
 from snn_es.lif import output_layer
 from snn_es.models import snn_functional_forward
 from snn_es.seeding import generator_from, seed_from
@@ -53,11 +53,19 @@ def readout_settings(es: ESSettings) -> ESSettings:
 
 
 def readout_features(params: dict[str, Tensor], x: Tensor, cfg: SNNSettings,
-                     static_input: bool, fused: bool) -> Tensor:
-    """``s`` [B, F]: the centre's last hidden spikes through the readout's linear filter."""
-    _, records = snn_functional_forward(params, x, cfg, static_input=static_input, fused=fused)
-    hidden = records[f"lif{len(cfg.channels)}"].flatten(2)  # [T, B, F]
-    return output_layer(hidden, cfg)[0]
+                     static_input: bool, fused: bool, image_chunk: int | None = None) -> Tensor:
+    """``s`` [B, F]: the centre's last hidden spikes through the readout's linear filter,
+    computed in pieces of ``image_chunk`` images (cache-sized, as the chunked evaluator)."""
+    images = x.shape[0 if static_input else 1]
+    piece = image_chunk or images
+    out = []
+    for first in range(0, images, piece):
+        part = x[first:first + piece] if static_input else x[:, first:first + piece]
+        _, records = snn_functional_forward(params, part, cfg, static_input=static_input,
+                                            fused=fused)
+        hidden = records[f"lif{len(cfg.channels)}"].flatten(2)  # [T, B, F]
+        out.append(output_layer(hidden, cfg)[0])
+    return torch.cat(out)
 
 
 def bias_gain(cfg: SNNSettings) -> float:
@@ -70,30 +78,49 @@ def readout_logits(features: Tensor, weight: Tensor, bias: Tensor, cfg: SNNSetti
     return torch.einsum("bf,ckf->cbk", features, weight) + bias_gain(cfg) * bias[:, None, :]
 
 
-def low_rank_logits(features: Tensor, strategy: OpenAIES, index: int, cfg: SNNSettings
-                    ) -> Tensor:
+def low_rank_factors(strategy: OpenAIES, index: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Every pair's readout noise of step ``index`` in factored form: ``A`` [P/2, K, r],
+    ``B`` [P/2, F, r] of the weight and the bias noise ``e`` [P/2, K]."""
+    pairs = [strategy.low_rank_noise(index, p) for p in range(strategy.settings.population // 2)]
+    return (torch.stack([noise[0].a for noise in pairs]),
+            torch.stack([noise[0].b for noise in pairs]),
+            torch.stack([noise[1].full for noise in pairs]))
+
+
+def low_rank_logits(features: Tensor, strategy: OpenAIES, index: int, cfg: SNNSettings,
+                    factors: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
     """Logits [C, B, K] of the readout members of a low-rank strategy, from the factors:
     member ``2p`` / ``2p+1`` is ``W +- sigma A_p B_p.T / sqrt(r)`` (bias ``b +- sigma e_p``),
     so its logits are the centre's plus ``+-sigma ((s B_p) A_p.T / sqrt(r) + k e_p)``: a
     [B, F] x [F, r] product per member instead of [B, F] x [F, K]."""
+    a, b, e = factors if factors is not None else low_rank_factors(strategy, index)
     weight, bias = strategy.theta[:-cfg.num_classes], strategy.theta[-cfg.num_classes:]
     gain, sigma = bias_gain(cfg), strategy.sigma_at(index)
     centre = features @ weight.reshape(cfg.num_classes, -1).T + gain * bias  # [B, K]
-    pairs = [strategy.low_rank_noise(index, p) for p in range(strategy.settings.population // 2)]
-    a = torch.stack([noise[0].a for noise in pairs])  # [P/2, K, r]
-    b = torch.stack([noise[0].b for noise in pairs])  # [P/2, F, r]
-    e = torch.stack([noise[1].full for noise in pairs])  # [P/2, K]
     projected = torch.einsum("bf,pfr->pbr", features, b)  # [P/2, B, r]
     delta = projected @ a.transpose(1, 2) / a.shape[-1] ** 0.5 + gain * e[:, None, :]
     delta = delta * sigma
     return torch.stack([centre + delta, centre - delta], dim=1).flatten(0, 1)  # +, - per pair
 
 
+def low_rank_gradient(strategy: OpenAIES, index: int, fitness: Tensor,
+                      factors: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """``strategy.gradient(index, fitness)`` from the factors, without building each pair's
+    dense noise: ``sum_p w_p [A_p B_p.T / sqrt(r), e_p] / (P sigma)``."""
+    a, b, e = factors
+    shaped = centered_ranks(fitness.detach().cpu().double())
+    weights = (shaped[0::2] - shaped[1::2]).to(a.dtype).to(a.device)
+    weight_grad = torch.einsum("p,pkr,pfr->kf", weights, a, b) / a.shape[-1] ** 0.5
+    grad = torch.cat([weight_grad.reshape(-1), weights @ e])
+    return grad / (strategy.settings.population * strategy.sigma_at(index))
+
+
 class ReadoutES:
     """The readout-only steps of one run (``es.readout_steps > 0``)."""
 
     def __init__(self, cfg: SNNSettings, layout: ParamLayout, es: ESSettings, seed: int,
-                 encoder: str, theta: Tensor, fused: bool = False):
+                 encoder: str, theta: Tensor, fused: bool = False,
+                 image_chunk: int | None = None):
         if cfg.readout != "membrane":
             raise ValueError(
                 f"es.readout_steps needs snn.readout: membrane (the logits must be linear in "
@@ -101,7 +128,7 @@ class ReadoutES:
         if layout.names[-2:] != READOUT_NAMES:
             raise ValueError(f"the readout must be the last parameters {READOUT_NAMES}")
         self.cfg, self.layout, self.es, self.seed = cfg, layout, es, seed
-        self.encoder, self.fused = encoder, fused
+        self.encoder, self.fused, self.image_chunk = encoder, fused, image_chunk  # speed only
         self.size = sum(math.prod(s) for s in layout.shapes[-2:])
         self.strategy = OpenAIES(theta[-self.size:], readout_settings(es),
                                  seed_from(seed, "readout"), shapes=layout.shapes[-2:])
@@ -132,15 +159,19 @@ class ReadoutES:
             images, labels = to_float(train_x[order]).to(theta.device), train_y[order].to(theta.device)
             params = self.layout.unflatten(theta)
             features = readout_features(params, self._inputs(images, index).to(theta.device),
-                                        self.cfg, self.encoder == "repeat", self.fused)
+                                        self.cfg, self.encoder == "repeat", self.fused,
+                                        self.image_chunk)
             if strategy.settings.rank:
-                logits = low_rank_logits(features, strategy, index, self.cfg)
+                factors = low_rank_factors(strategy, index)
+                logits = low_rank_logits(features, strategy, index, self.cfg, factors)
+                fitness, _ = population_scores(logits, labels, es.fitness)
+                strategy.step(index, low_rank_gradient(strategy, index, fitness, factors))
             else:
                 members = strategy.members(index, 0, count)  # [C, K*F + K]
                 weight = members[:, :-classes].reshape(count, classes, -1)
                 logits = readout_logits(features, weight, members[:, -classes:], self.cfg)
-            fitness, _ = population_scores(logits, labels, es.fitness)
-            strategy.tell(index, fitness)
+                fitness, _ = population_scores(logits, labels, es.fitness)
+                strategy.tell(index, fitness)
             theta[-self.size:] = strategy.theta
         return fitness
 

@@ -112,8 +112,8 @@ def run_es(
                         tuple(name in READOUT_NAMES for name in layout.names))
     task = PopulationTask(cfg, layout, encoder, seed, es.spike_noise, fused=execution.fused,
                           fitness=es.fitness)
-    readout = (ReadoutES(cfg, layout, es, seed, encoder, theta, fused=execution.fused)
-               if es.readout_steps else None)
+    readout = (ReadoutES(cfg, layout, es, seed, encoder, theta, fused=execution.fused,
+                         image_chunk=execution.image_chunk) if es.readout_steps else None)
     train_x, train_y = subset["train_images"], subset["train_labels"]
     test_x, test_y = subset["test_images"], subset["test_labels"]
     ident = fingerprint(asdict(cfg), canonical(es), encoder, seed, mode, data_id)

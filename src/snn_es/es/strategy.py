@@ -222,6 +222,15 @@ class OpenAIES:
             raise ValueError(f"expected {self.settings.population} fitness values")
         s = self.settings
         grad = self.gradient(generation, fitness)
+        self.step(generation, grad)
+        if self.log_sigma is not None:  # from the same members, as SNES does
+            self.log_sigma.add_(self.log_sigma_gradient(generation, fitness),
+                                alpha=s.sigma_lr / 2)
+        return grad
+
+    def step(self, generation: int, grad: Tensor) -> None:
+        """The optimizer's step on theta along ``grad`` (an ascent direction)."""
+        s = self.settings
         lr = self.lr_at(generation)
         self.steps += 1
         if s.optimizer == "adam":
@@ -240,10 +249,6 @@ class OpenAIES:
         if scale is not None:
             step = step * scale  # back from the scaled coordinates to theta
         self.theta.add_(step, alpha=lr)
-        if self.log_sigma is not None:  # from the same members, as SNES does
-            self.log_sigma.add_(self.log_sigma_gradient(generation, fitness),
-                                alpha=s.sigma_lr / 2)
-        return grad
 
     # --- checkpointing -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
