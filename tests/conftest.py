@@ -106,7 +106,7 @@ def tiny_config(mirror: Path) -> dict:
         "bptt": {"epochs": 1, "batch_size": 8, "lr": 0.001},
         "forward_check": {"batch_size": 6},
         "es": {"generations": 2, "population": 4, "batch_size": 4, "sigma": 0.02, "lr": 0.01,
-               "eval_every": 1},
+               "eval_every": 1, "readout_population": 4, "readout_batch_size": 6},
         "execution": {"chunk_size": 2, "checkpoint_every": 1},
         "es_grid": [{"datasets": ["tinygray"], "encoders": ["repeat"], "subsets": ["small"],
                      "modes": ["chunked"], "seeds": [0]},

@@ -138,3 +138,11 @@ def test_scaling_cells_may_change_es_and_budgets(default_config):
     default_config["scaling"]["cells"][0]["budgets"] = [100]
     with pytest.raises(ConfigError, match="100 is not a positive multiple"):
         check_config(default_config, SCHEMA)
+
+
+def test_minibatches_must_fit_in_the_subset(default_config):
+    """A minibatch larger than the subset's training images would silently shrink."""
+    default_config["es"]["readout_batch_size"] = 4096  # big: 2048 training images
+    with pytest.raises(ConfigError, match=r"es\.readout_batch_size 4096 is larger than the "
+                                          r"2048 training images of subset 'big'"):
+        check_config(default_config, SCHEMA)

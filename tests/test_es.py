@@ -31,7 +31,7 @@ TIMING_KEYS = {"wall_s", "member_evals_per_s"}
 TINY = SNNSettings(input_shape=(1, 12, 12), channels=(4, 8), num_steps=4)
 # The strategy tests were written for plain OpenAI-ES: full-rank noise, constant lr.
 PLAIN = dict(population=32, sigma=0.02, lr=0.01, lr_schedule="constant", rank=0,
-             init_conv_scale=1.0)
+             init_conv_scale=1.0, readout_steps=0, perturb_readout=True)
 
 
 def ES(**changes) -> ESSettings:

@@ -85,10 +85,12 @@ def test_key_order_and_explicit_defaults_do_not_change_any_spec():
 def test_one_merge_for_every_run():
     config = default_config()
     config["es"]["lr"] = 1  # an int for a float setting: the same as 1.0
+    config["es_grid"][1]["es"]["lr"] = 0.02
     specs = _specs(config)
+    poisson = specs["es/cifar10/poisson/big/chunked/seed0"]
+    assert poisson["es"]["generations"] == 200  # the grid entry's change
+    assert poisson["es"]["lr"] == 0.02  # the grid entry's lr wins over the section's
     mnist = specs["es/mnist/repeat/big/chunked/seed0"]
-    assert mnist["es"]["generations"] == 600  # the grid entry's change
-    assert mnist["es"]["lr"] == 0.02  # the grid entry's lr wins over the section's
     cifar = specs["es/cifar10/repeat/big/chunked/seed2"]
     assert cifar["es"]["lr"] == 1.0 and isinstance(cifar["es"]["lr"], float)
     assert mnist["snn"]["channels"] == [8, 16]  # the dataset's override

@@ -72,8 +72,22 @@ def check_config(config: dict[str, Any], schema_path: str | os.PathLike) -> dict
             raise ConfigError(" ".join(str(exc).split())) from None
         raise ConfigError(_schema_error_line(error)) from None
     check_cross_references(config)
-    expand_runs(config)  # every run's merged settings must be valid, too
+    check_minibatches(config, expand_runs(config))  # every run's merged settings, too
     return config
+
+
+def check_minibatches(config: dict[str, Any], runs: dict[str, dict[str, Any]]) -> None:
+    """A run's minibatches (``batch_size``, and ``readout_batch_size`` with readout steps)
+    must fit in its subset's training images (else they would silently be smaller)."""
+    for run, spec in runs.items():
+        train = config["subsets"][spec["subset"]]["train"]
+        es = spec["es"]
+        keys = ("batch_size", "readout_batch_size") if es["readout_steps"] else ("batch_size",)
+        for key in keys:
+            if es[key] > train:
+                raise ConfigError(f"{run}: es.{key} {es[key]} is larger than the {train} "
+                                  f"training images of subset '{spec['subset']}'; lower "
+                                  f"es.{key} or use a larger subset")
 
 
 def check_cross_references(config: dict[str, Any]) -> None:

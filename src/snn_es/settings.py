@@ -164,10 +164,10 @@ class ESSettings:
         "shared", "shared = the same poisson spikes for every member; per_member = each "
                   "member draws its own.")
     readout_steps: int = setting(
-        0, "Readout-only ES steps after every generation: members perturb only the readout "
+        4, "Readout-only ES steps after every generation: members perturb only the readout "
            "and reuse the centre's hidden spikes (membrane readout); 0 = none.")
     perturb_readout: bool = setting(
-        True, "Whether the full generations perturb (and step) the readout too; false leaves "
+        False, "Whether the full generations perturb (and step) the readout too; false leaves "
               "it to the readout-only steps, so their noise is all in the hidden layers.")
     readout_population: int = setting(256, "Members per readout-only step; even.")
     readout_batch_size: int = setting(256, "Training images per readout-only step (a fresh "
