@@ -203,3 +203,28 @@ def test_snakemake_plans_the_peers_target_outside_all(tmp_path, tiny_mirror):
     assert "results/tables/es_peers.csv" in text and "results/plots/es_peers.png" in text
     planned_all = planned_jobs(run_snakemake(tmp_path, config, "all", "--dry-run"))
     assert "run_peer" not in planned_all and "aggregate_peers" not in planned_all
+
+
+def test_the_projects_row_reads_the_grid_run_with_its_settings(tmp_path, tiny_mirror):
+    """A `snn_es` peer whose settings are exactly a grid cell's is that cell's run (it would be
+    bit-identical), so the side-by-side does not repeat it; other seeds get their own job."""
+    from snn_es.config import expand_runs, same_es_run
+
+    runs = peer_runs(_checked(default_config()))
+    grid = expand_runs(_checked(default_config()))
+    for seed in (0, 1, 2):  # the default config: the grid's CIFAR-10 repeat cells
+        assert same_es_run(runs[f"peers/snn_es/seed{seed}"], grid) == \
+            f"es/cifar10/repeat/big/chunked/seed{seed}"
+    assert same_es_run(runs["peers/evotorch_snes/seed0"], grid) is None
+    changed = default_config()
+    changed["peers"]["es"]["generations"] = 100
+    assert same_es_run(peer_runs(_checked(changed))["peers/snn_es/seed0"], grid) is None
+
+    config = tiny_config(tiny_mirror)  # its grid has tinygray repeat small chunked, seed 0
+    config["peers"] = {"dataset": "tinygray", "encoder": "repeat", "subset": "small",
+                       "seeds": [0, 1], "implementations": ["snn_es", "evotorch_snes"]}
+    proc = run_snakemake(tmp_path, config, "peers", "--dry-run")
+    text = proc.stdout + proc.stderr
+    assert planned_jobs(proc)["run_peer"] == 3  # snn_es seed 1, SNES seeds 0 and 1
+    assert "results/peers/snn_es/seed0/metrics.json" not in text
+    assert "results/es/tinygray/repeat/small/chunked/seed0/metrics.json" in text

@@ -332,6 +332,16 @@ def scaling_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return runs
 
 
+def same_es_run(peer: dict[str, Any], runs: dict[str, dict[str, Any]]) -> str | None:
+    """The ES run (grid, study or scaling point) whose spec is exactly the ``snn_es`` peer's
+    settings, if there is one: the peers' row then reads that run instead of repeating it
+    (it would be bit-identical: same seeds, data and settings)."""
+    if peer["implementation"] != "snn_es":
+        return None
+    wanted = {key: value for key, value in peer.items() if key != "implementation"}
+    return next((run for run, spec in runs.items() if spec == wanted), None)
+
+
 def expand_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every ES run the config defines: run id (its folder under ``results/``) -> spec."""
     return {**grid_runs(config), **study_runs(config), **scaling_runs(config)}

@@ -24,9 +24,15 @@ def _metrics(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
+def implementation_of(spec: dict[str, Any]) -> str:
+    """A peer run's implementation; an ES run of the grid read as the ``snn_es`` row has no
+    such key (``config.same_es_run``)."""
+    return spec.get("implementation", "snn_es")
+
+
 def settings_string(spec: dict[str, Any]) -> str:
     """The strategy's settings in a few words (the budget is in the `evaluations` column)."""
-    if spec["implementation"] == "snn_es":
+    if implementation_of(spec) == "snn_es":
         es = spec["es"]
         parts = [f"sigma={es['sigma']:g}"]
         if es.get("sigma_final") is not None:
@@ -59,7 +65,7 @@ def peers_table(metrics_paths: Iterable[str]) -> pd.DataFrame:
         metrics = _metrics(path)
         spec = metrics["config"]
         rows.append({
-            "implementation": spec["implementation"],
+            "implementation": implementation_of(spec),
             "settings": settings_string(spec),
             "evaluations": metrics["member_sample_evaluations"],
             "readout_evaluations": metrics.get("readout_sample_evaluations", 0),
@@ -87,7 +93,7 @@ def curves(metrics_paths: Iterable[str]) -> dict[str, pd.DataFrame]:
         budget = spec["es"]["population"] * spec["es"]["batch_size"]
         series = pd.Series(100 * log["test_acc"].to_numpy(),
                            index=(log["generation"].to_numpy() + 1) * budget)
-        per_impl.setdefault(spec["implementation"], {})[spec["seed"]] = series
+        per_impl.setdefault(implementation_of(spec), {})[spec["seed"]] = series
     return {impl: pd.DataFrame(seeds).sort_index()
             for impl, seeds in sorted(per_impl.items(), key=lambda kv: _order(kv[0]))}
 

@@ -1,7 +1,7 @@
 # Helpers of the `peers` stage (its rules are in peers.smk): the side-by-side of the
 # project's ES with EvoTorch's SNES and PGPE (config section `peers`).
 
-from snn_es.config import peer_runs
+from snn_es.config import peer_runs, same_es_run
 
 PEER_RUNS = peer_runs(config)
 
@@ -20,13 +20,19 @@ def peer_subset(wildcards):
     }
 
 
+def peer_target(spec):
+    """The metrics of one peer row: an ES run of the config with exactly the project's
+    settings where there is one (RUNS, es_helpers.smk), else its own run_peer job."""
+    same = same_es_run(spec, RUNS)
+    if same is not None:
+        return rules.run_es.output.metrics.format(run=same)
+    return rules.run_peer.output.metrics.format(
+        implementation=spec["implementation"], seed=spec["seed"]
+    )
+
+
 def peer_targets():
-    return [
-        rules.run_peer.output.metrics.format(
-            implementation=spec["implementation"], seed=spec["seed"]
-        )
-        for spec in PEER_RUNS.values()
-    ]
+    return [peer_target(spec) for spec in PEER_RUNS.values()]
 
 
 def peer_outputs():
