@@ -553,12 +553,19 @@ def mnist_like(num: int, key: str) -> tuple[torch.Tensor, torch.Tensor]:
     return (images.clamp(0, 1) * 255).to(torch.uint8), labels
 
 
-def test_es_beats_chance_on_a_tiny_mnist_shaped_task(tmp_path):
+# The tiny MNIST-shaped task: 320 training / 200 test images, and an SNN for its shape.
+MNIST_LIKE_CFG = SNNSettings(input_shape=(1, 28, 28), channels=(4, 8), num_steps=4)
+
+
+def mnist_like_subset() -> dict[str, torch.Tensor]:
     train_x, train_y = mnist_like(320, "train")
     test_x, test_y = mnist_like(200, "test")
-    subset = {"train_images": train_x, "train_labels": train_y,
-              "test_images": test_x, "test_labels": test_y}
-    cfg = SNNSettings(input_shape=(1, 28, 28), channels=(4, 8), num_steps=4)
+    return {"train_images": train_x, "train_labels": train_y,
+            "test_images": test_x, "test_labels": test_y}
+
+
+def test_es_beats_chance_on_a_tiny_mnist_shaped_task(tmp_path):
+    subset, cfg = mnist_like_subset(), MNIST_LIKE_CFG
     es = ES(population=16, sigma=0.05, lr=0.03, generations=60, batch_size=32, eval_every=10)
     metrics, rows, _ = run_es(subset, cfg, es, "repeat", 0, "chunked", tmp_path / "mnist.pt",
                               ExecutionSettings(chunk_size=16, checkpoint_every=100),

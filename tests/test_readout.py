@@ -24,9 +24,19 @@ from snn_es.es.run import run_es
 from snn_es.io import torch_load
 from snn_es.models import make_snn, snn_functional_forward
 from snn_es.seeding import generator_from
-from snn_es.settings import ESSettings, ExecutionSettings, SNNSettings
-from test_es import ES, TINY, TINY_ES, TINY_EXEC, initial_theta, mnist_like, run, tiny_subset, \
-    untimed
+from snn_es.settings import ESSettings, ExecutionSettings
+from test_es import (
+    ES,
+    MNIST_LIKE_CFG,
+    TINY,
+    TINY_ES,
+    TINY_EXEC,
+    initial_theta,
+    mnist_like_subset,
+    run,
+    tiny_subset,
+    untimed,
+)
 
 READOUT_ES = replace(TINY_ES, readout_steps=2, readout_population=8, readout_batch_size=12,
                      readout_sigma=0.05, readout_lr=0.03)
@@ -134,11 +144,7 @@ def test_readout_steps_do_not_depend_on_the_evaluator(tmp_path):
 def test_readout_steps_speed_up_learning(tmp_path):
     """On the tiny MNIST-shaped task, 20 generations with 2 readout steps each end ahead of
     the same 20 generations without them."""
-    train_x, train_y = mnist_like(320, "train")
-    test_x, test_y = mnist_like(200, "test")
-    subset = {"train_images": train_x, "train_labels": train_y,
-              "test_images": test_x, "test_labels": test_y}
-    cfg = SNNSettings(input_shape=(1, 28, 28), channels=(4, 8), num_steps=4)
+    subset, cfg = mnist_like_subset(), MNIST_LIKE_CFG
     base = ES(population=16, sigma=0.05, lr=0.03, generations=20, batch_size=32, eval_every=10)
     with_readout = replace(base, readout_steps=2, readout_population=64, readout_batch_size=64,
                            readout_sigma=0.05, readout_lr=0.03)

@@ -120,7 +120,9 @@ def plot_peers(metrics_paths: Iterable[str], path: str | os.PathLike) -> None:
                     f"population {spec['es']['population']} x minibatch "
                     f"{spec['es']['batch_size']}, {seeds} seed(s)" if spec else ""),
                  fontsize=9)
-    ax.set_xlabel("member-image evaluations (generations x population x minibatch images)")
+    ax.set_xlabel("full member-image evaluations (generations x population x minibatch "
+                  "images);\nsnn_es's readout-only steps come on top, their time is in its "
+                  "evals/s")
     ax.set_ylabel("test accuracy of the centre (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, title="line: seed mean; band: min-max over seeds", title_fontsize=7)

@@ -69,11 +69,16 @@ def plot_scaling(table: pd.DataFrame, references: dict[tuple[str, str], float],
         for i, encoder in enumerate(sorted(part["encoder"].unique())):
             color = colors[i % len(colors)]
             cell = part[part["encoder"] == encoder]
-            stats = cell.groupby(["allocation", "evaluations"])["final_test_acc"] \
-                .agg(["mean", "min", "max"]).reset_index()
+            stats = cell.groupby(["allocation", "evaluations"]).agg(
+                mean=("final_test_acc", "mean"), min=("final_test_acc", "min"),
+                max=("final_test_acc", "max"), wall=("wall_s", "mean")).reset_index()
             best = stats.loc[stats.groupby("evaluations")["mean"].idxmax()]
             ax.plot(best["evaluations"], 100 * best["mean"], "-o", color=color,
-                    label=f"ES, {encoder} (best allocation)")
+                    label=f"ES, {encoder} (best allocation; labels: wall minutes per run)")
+            for x, y, wall in zip(best["evaluations"], best["mean"], best["wall"]):
+                ax.annotate(f"{wall / 60:.0f} min" if wall >= 60 else f"{wall:.0f} s",
+                            (x, 100 * y), textcoords="offset points", xytext=(0, 6),
+                            ha="center", fontsize=6, color=color)
             ax.fill_between(best["evaluations"], 100 * best["min"], 100 * best["max"],
                             color=color, alpha=0.2)
             ax.scatter(stats["evaluations"], 100 * stats["mean"], color=color, s=12,
@@ -84,7 +89,10 @@ def plot_scaling(table: pd.DataFrame, references: dict[tuple[str, str], float],
                            label=f"{label}: {100 * acc:.1f}%")
         ax.axhline(10, color="grey", lw=0.8, ls=":", label="chance (10%)")
         ax.set_xscale("log")
-        ax.set_xlabel("member-image evaluations (population x minibatch x generations)")
+        steps = sorted(part["readout_steps"].unique())
+        ax.set_xlabel("full member-image evaluations (population x minibatch x generations)"
+                      + (f"\n+ readout-only steps ({'/'.join(map(str, steps))} per generation, "
+                         "counted in the table, not on this axis)" if any(steps) else ""))
         ax.set_ylabel("final test accuracy of the centre (%)")
         ax.set_title(f"{dataset}: ES accuracy against compute "
                      f"({cell['seed'].nunique()} seed(s); x = other allocations)")
