@@ -19,6 +19,7 @@ rule diagnose_es:
             "es/strategy",
             "es/population",
             "es/evaluate",
+            "es/readout",
             "es/run",
             "es/diagnostics",
             "lif",

@@ -21,6 +21,7 @@ rule run_es:
             "es/strategy",
             "es/evaluate",
             "es/population",
+            "es/readout",
             "es/run",
         ),
     output:

@@ -25,6 +25,7 @@ rule run_peer:
             "es/strategy",
             "es/evaluate",
             "es/population",
+            "es/readout",
             "es/run",
             "es/diagnostics",
             "peers",
