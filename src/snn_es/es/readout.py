@@ -22,6 +22,7 @@ the minibatch of readout step ``i`` from ``(seed, "readout-batch", i)``, its spi
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import replace
 from typing import Any
@@ -68,6 +69,7 @@ def readout_features(params: dict[str, Tensor], x: Tensor, cfg: SNNSettings,
     return torch.cat(out)
 
 
+@functools.cache  # derivable from cfg: computed once, not at every readout step
 def bias_gain(cfg: SNNSettings) -> float:
     """``k``: the readout filter's response to a constant current of 1."""
     return float(output_layer(torch.ones(cfg.num_steps, 1, 1, dtype=torch.float64), cfg)[0])
