@@ -140,6 +140,27 @@ def test_scaling_cells_may_change_es_and_budgets(default_config):
         check_config(default_config, SCHEMA)
 
 
+def test_scaling_cells_may_pick_allocations(default_config):
+    """A curve may run some of the section's allocations only; an unknown name is an error."""
+    from snn_es.config import scaling_runs
+
+    default_config["scaling"] = {
+        "cells": [{"dataset": "cifar10", "encoder": "repeat"},
+                  {"dataset": "cifar10", "encoder": "repeat", "allocations": ["p256_b128"],
+                   "budgets": [65536]}],
+        "allocations": {"p64_b128": {"population": 64, "batch_size": 128},
+                        "p256_b128": {"population": 256, "batch_size": 128}},
+        "budgets": [32768], "seeds": [0], "subset": "big"}
+    runs = scaling_runs(check_config(default_config, SCHEMA))
+    assert sorted(runs) == ["scaling/cifar10/repeat/p256_b128/e32768/seed0",
+                            "scaling/cifar10/repeat/p256_b128/e65536/seed0",
+                            "scaling/cifar10/repeat/p64_b128/e32768/seed0"]
+    assert runs["scaling/cifar10/repeat/p256_b128/e65536/seed0"]["es"]["generations"] == 2
+    default_config["scaling"]["cells"][1]["allocations"] = ["p1024"]
+    with pytest.raises(ConfigError, match=r"\['p1024'\] are not among"):
+        check_config(default_config, SCHEMA)
+
+
 def test_minibatches_must_fit_in_the_subset(default_config):
     """A minibatch larger than the subset's training images would silently shrink."""
     default_config["es"]["readout_batch_size"] = 4096  # big: 2048 training images

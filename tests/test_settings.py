@@ -68,8 +68,9 @@ def test_key_order_and_explicit_defaults_do_not_change_any_spec():
     grid = sum(math.prod(len(entry[k]) for k in GRID_KEYS) for entry in config["es_grid"])
     studies = sum(len(study["variants"]) * len(study["seeds"]) for study in config["ablation"])
     scaling = config["scaling"]
-    points = sum(len(cell.get("budgets", scaling["budgets"])) for cell in scaling["cells"]) \
-        * len(scaling["allocations"]) * len(scaling["seeds"])
+    points = sum(len(cell.get("budgets", scaling["budgets"]))
+                 * len(cell.get("allocations", scaling["allocations"]))
+                 for cell in scaling["cells"]) * len(scaling["seeds"])
     assert len(specs) == grid + studies + points  # every run, each once
     assert sum(run.startswith("scaling/") for run in specs) == points
     reordered = _specs(reversed_keys(config))
@@ -89,7 +90,7 @@ def test_one_merge_for_every_run():
     config["es_grid"][1]["es"]["lr"] = 0.02
     specs = _specs(config)
     poisson = specs["es/cifar10/poisson/big/chunked/seed0"]
-    assert poisson["es"]["generations"] == 120  # the grid entry's change
+    assert poisson["es"]["generations"] == 60  # the grid entry's change
     assert poisson["es"]["lr"] == 0.02  # the grid entry's lr wins over the section's
     mnist = specs["es/mnist/repeat/big/chunked/seed0"]
     cifar = specs["es/cifar10/repeat/big/chunked/seed2"]

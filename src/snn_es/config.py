@@ -177,6 +177,10 @@ def check_scaling(config: dict[str, Any]) -> None:
         if cell["dataset"] not in config["enabled_datasets"]:
             raise ConfigError(f"config.scaling.cells.{i}.dataset: '{cell['dataset']}' is not "
                               f"one of the enabled datasets {config['enabled_datasets']}")
+        unknown = sorted(set(cell.get("allocations", [])) - set(section["allocations"]))
+        if unknown:
+            raise ConfigError(f"config.scaling.cells.{i}.allocations: {unknown} are not among "
+                              f"config.scaling.allocations {sorted(section['allocations'])}")
     train = config["subsets"][section["subset"]]["train"]
     for name, allocation in section["allocations"].items():
         batch = es_settings(config, allocation)["batch_size"]
@@ -305,7 +309,8 @@ def scaling_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
     ``es`` <- the cell's ``es`` <- the allocation <- ``generations = budget / (population x
     batch_size)``, which must divide exactly, so every point's budget is exactly what the
-    table says. A cell's ``budgets`` replace the section's.
+    table says. A cell's ``budgets`` replace the section's, its ``allocations`` (names) pick
+    some of the section's.
     """
     section = config.get("scaling")
     if not section:
@@ -314,8 +319,8 @@ def scaling_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for i, cell in enumerate(section["cells"]):
         dataset, encoder = cell["dataset"], cell["encoder"]
         snn = snn_settings(config, dataset, section.get("snn"), where="config.scaling.snn")
-        for name, allocation in section["allocations"].items():
-            where = f"config.scaling.allocations.{name}"
+        for name in cell.get("allocations", section["allocations"]):
+            allocation, where = section["allocations"][name], f"config.scaling.allocations.{name}"
             shape = es_settings(config, cell.get("es"), allocation, where=where)
             per_generation = shape["population"] * shape["batch_size"]
             for budget in cell.get("budgets", section["budgets"]):
