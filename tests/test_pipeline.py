@@ -109,6 +109,20 @@ def test_studies_are_named_targets_that_the_manifest_then_covers(built):
     run(config, "all")
 
 
+def test_a_study_run_identical_to_a_grid_run_reads_that_run(built):
+    workdir, config, run, _ = built
+    same = copy.deepcopy(config)
+    # the base now has exactly the settings of the grid's chunked run (es and snn unchanged)
+    same["ablation"][0]["base"] = {}
+    proc = run(same, "results/tables/es_ablation.csv", "--dry-run", "--forcerun",
+               "aggregate_ablation")
+    # only the variant is a new run; the table reads the grid's run for the base
+    assert planned_jobs(proc) == {"run_ablation": 1, "aggregate_ablation": 1}
+    aggregate = proc.stdout.split("rule aggregate_ablation:", 1)[1].split("\n\n", 1)[0]
+    assert "results/es/tinygray/repeat/small/chunked/seed0/metrics.json" in aggregate
+    assert "results/ablation/tiny/base/" not in aggregate
+
+
 def test_library_edits_rerun_exactly_the_stages_that_use_them(built, workflow_copy):
     _, config, run, _ = built
     library = workflow_copy / "src" / "snn_es"

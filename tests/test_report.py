@@ -114,15 +114,14 @@ def test_summary_is_the_seed_mean_with_its_spread(tmp_path):
 
 def test_ablation_rows_are_seed_means_and_paired_differences_from_base(tmp_path):
     accs = {"base": (0.20, 0.30), "lr0.01": (0.25, 0.33), "single": (0.5,)}
-    paths, labels = [], {}
+    labels = []
     for variant, values in accs.items():
         for seed, acc in enumerate(values):
             path = _write(tmp_path / f"results/ablation/s/{variant}/seed{seed}/metrics.json",
                           _es_metrics(acc))
-            paths.append(path)
-            labels[path] = {"study": "s", "variant": variant, "seed": seed,
-                            "changes": {} if variant == "base" else {"es": {"lr": 0.01}}}
-    table = report.ablation_table(paths, labels)
+            labels.append({"metrics": path, "study": "s", "variant": variant, "seed": seed,
+                           "changes": {} if variant == "base" else {"es": {"lr": 0.01}}})
+    table = report.ablation_table(labels)
     assert list(table.columns) == report.ABLATION_COLUMNS
     assert list(table["variant"]) == ["base", "lr0.01", "single"]
     lr = table[table["variant"] == "lr0.01"].iloc[0]

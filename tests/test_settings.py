@@ -98,14 +98,15 @@ def test_one_merge_for_every_run():
     assert mnist["snn"]["channels"] == [8, 16]  # the dataset's override
     assert list(mnist) == sorted(mnist) and list(mnist["es"]) == sorted(mnist["es"])
     # a study: defaults <- es <- base <- variant; snn <- overrides <- base <- variant
-    variant = specs["ablation/mnist_repeat/steps8/seed1"]
-    assert variant["snn"]["num_steps"] == 8 and variant["snn"]["channels"] == [8, 16]
-    assert variant["es"]["population"] == 64 and variant["es"]["rank"] == 1  # the base
+    variant = specs["ablation/mnist_repeat/weight_decay0.05/seed1"]
+    assert variant["es"]["weight_decay"] == 0.05 and variant["snn"]["channels"] == [8, 16]
+    assert variant["es"]["lr"] == 0.02 and variant["snn"]["num_steps"] == 4  # the base
     assert variant["mode"] == "chunked" and variant["encoder"] == "repeat"
     assert variant["seed"] == 1
-    assert specs["ablation/mnist_repeat/poisson/seed0"]["encoder"] == "poisson"
-    assert study_labels(config)["ablation/mnist_repeat/steps8/seed1"] == {
-        "changes": {"snn": {"num_steps": 8}}, "seed": 1, "study": "mnist_repeat",
-        "variant": "steps8"}
+    pop = specs["ablation/cifar10_repeat/pop256_gens75/seed0"]["es"]
+    assert (pop["population"], pop["generations"], pop["batch_size"]) == (256, 75, 128)
+    assert study_labels(config)["ablation/mnist_repeat/weight_decay0.05/seed1"] == {
+        "changes": {"es": {"weight_decay": 0.05}}, "seed": 1, "study": "mnist_repeat",
+        "variant": "weight_decay0.05"}
     for spec in specs.values():  # speed settings never enter a spec
         assert not {"chunk_size", "fused", "checkpoint_every"} & set(spec["es"])

@@ -337,14 +337,19 @@ def scaling_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return runs
 
 
+def same_spec_run(spec: dict[str, Any], runs: dict[str, dict[str, Any]]) -> str | None:
+    """The run of ``runs`` whose spec is exactly ``spec``, if there is one: a table row then
+    reads that run instead of repeating it (it would be bit-identical: same seeds, data and
+    settings)."""
+    return next((run for run, other in runs.items() if other == spec), None)
+
+
 def same_es_run(peer: dict[str, Any], runs: dict[str, dict[str, Any]]) -> str | None:
-    """The ES run (grid, study or scaling point) whose spec is exactly the ``snn_es`` peer's
-    settings, if there is one: the peers' row then reads that run instead of repeating it
-    (it would be bit-identical: same seeds, data and settings)."""
+    """The ES run (grid, study or scaling point) with exactly the ``snn_es`` peer's
+    settings, if there is one (``same_spec_run``)."""
     if peer["implementation"] != "snn_es":
         return None
-    wanted = {key: value for key, value in peer.items() if key != "implementation"}
-    return next((run for run, spec in runs.items() if spec == wanted), None)
+    return same_spec_run({k: v for k, v in peer.items() if k != "implementation"}, runs)
 
 
 def expand_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -214,16 +214,17 @@ ABLATION_COLUMNS = ["study", "variant", "changes", "dataset", "encoder", "genera
                     "wall_s_mean"]
 
 
-def ablation_table(metrics_paths: Iterable[str],
-                   labels: dict[str, dict[str, Any]]) -> pd.DataFrame:
+def ablation_table(labels: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """One row per ablation variant, in the order given (the config's): what changed, the
     budget, the seed mean of the accuracies, and the difference from the study's base run
     (the variant named ``base``, else the first), paired by seed: mean and sample std over
-    seeds (empty with one seed). ``labels[path]`` holds the run's study, variant, changes
-    and seed; its metrics file holds its spec (``config``) and results."""
+    seeds (empty with one seed). Each label holds a run's ``metrics`` file (its spec,
+    ``config``, and results; two studies' runs may share one), study, variant, changes and
+    seed."""
     runs = []
-    for path in metrics_paths:
-        m, label = _json(path), labels[str(path)]
+    for label in labels:
+        m = _json(label["metrics"])
+        label = {k: v for k, v in label.items() if k != "metrics"}
         config = m["config"]
         runs.append({**label, "changes": json.dumps(label["changes"], sort_keys=True),
                      "dataset": config["dataset"], "encoder": config["encoder"],
@@ -265,32 +266,37 @@ def ablation_table(metrics_paths: Iterable[str],
 
 
 def plot_ablation(table: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Final test accuracy per variant, one panel per study, its base as a reference line."""
+    """Each variant's change in final test accuracy from its study's base, paired by seed
+    (bar: mean, error bar: std over seeds), its own seed-mean accuracy written above it;
+    one panel per study."""
     studies = list(dict.fromkeys(table["study"]))
     fig, axes = plt.subplots(len(studies) or 1, 1, squeeze=False, layout="constrained",
-                             figsize=(max(6, 0.45 * table["study"].value_counts().max() + 2)
-                                      if len(table) else 6, 4.2 * max(1, len(studies))))
+                             figsize=(max(6, 0.5 * table["study"].value_counts().max() + 2)
+                                      if len(table) else 6, 4.4 * max(1, len(studies))))
     for ax, study in zip(axes[:, 0], studies):
         part = table[table["study"] == study]
-        spread = 100 * part["final_test_acc_std"].astype(float).fillna(0)
-        ax.bar(part["variant"], 100 * part["final_test_acc_mean"], yerr=spread, capsize=3,
-               color="tab:blue", label=f"final test accuracy (mean of {part['seeds'].max()} "
-                                       f"seed(s), bar: std)")
-        ax.scatter(part["variant"], 100 * part["best_test_acc_mean"], color="tab:orange",
-                   zorder=3, s=14, label="best test accuracy during the run (seed mean)")
+        delta = 100 * part["delta_vs_base_mean"].astype(float).fillna(0)
+        spread = 100 * part["delta_vs_base_std"].astype(float).fillna(0)
+        colors = ["tab:green" if d > 0 else "tab:red" for d in delta]
+        ax.bar(part["variant"], delta, yerr=spread, capsize=3, color=colors,
+               label=f"change from base (mean of {part['seeds'].max()} seeds, paired by "
+                     f"seed; bar: std)")
+        for x, (d, s, acc) in enumerate(zip(delta, spread, part["final_test_acc_mean"])):
+            ax.annotate(f"{100 * acc:.1f}", (x, d + (s if d >= 0 else -s)),
+                        textcoords="offset points", xytext=(0, 3 if d >= 0 else -10),
+                        ha="center", fontsize=7)
+        ax.axhline(0, color="black", linewidth=1)
         base = part[part["variant"] == "base"] if (part["variant"] == "base").any() \
             else part.iloc[:1]
-        ax.axhline(100 * base["final_test_acc_mean"].iloc[0], color="black", linestyle="--",
-                   linewidth=1, label=f"base ({base['variant'].iloc[0]})")
-        ax.axhline(10, color="grey", linestyle=":", label="chance (10 classes)")
         plt.setp(ax.get_xticklabels(), rotation=40, ha="right")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"ES ablation '{study}' ({part['dataset'].iloc[0]}, "
-                     f"{part['member_evaluations'].iloc[0]:,} member-image evaluations in "
-                     f"the base run)")
+        ax.set_ylabel("final test accuracy - base (points)")
+        ax.set_title(f"ES levers '{study}' ({part['dataset'].iloc[0]}, base "
+                     f"{100 * base['final_test_acc_mean'].iloc[0]:.1f}% after "
+                     f"{base['member_evaluations'].iloc[0]:,} member-image evaluations; "
+                     f"numbers: each variant's test %)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7)
-    axes[-1, 0].set_xlabel("variant (changes to the study's base run: see the table)")
+    axes[-1, 0].set_xlabel("variant (changes to the study's base run: see es_ablation.csv)")
     _save(fig, path)
 
 
