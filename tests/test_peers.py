@@ -179,6 +179,8 @@ def test_schema_defaults_match_the_library_defaults():
      r"^config\.peers\.es\.batch_size: 4096 is larger than the 2048 training images"),
     ({"evotorch": {"pgpe": {"optimizer": "rmsprop"}}},
      r"^config\.peers\.evotorch\.pgpe\.optimizer: 'rmsprop' is not one of"),
+    ({"speed": {"generations": 1, "rounds": 3}},
+     r"^config\.peers\.speed\.generations: 1 is less than the minimum of 2"),
 ])
 def test_a_bad_peers_value_is_one_line_naming_the_key(change, message):
     config = default_config()
@@ -192,10 +194,12 @@ def test_snakemake_plans_the_peers_target_outside_all(tmp_path, tiny_mirror):
     config = tiny_config(tiny_mirror)
     config["peers"] = {"dataset": "tinyrgb", "encoder": "repeat", "subset": "small",
                        "seeds": [0, 1], "es": {"batch_size": 8},
-                       "implementations": ["snn_es", "evotorch_snes", "evotorch_pgpe"]}
+                       "implementations": ["snn_es", "evotorch_snes", "evotorch_pgpe"],
+                       "speed": {"generations": 3, "rounds": 1}}
     proc = run_snakemake(tmp_path, config, "peers", "--dry-run")
     assert planned_jobs(proc) == {"cache_dataset": 1, "materialize_subset": 1, "run_peer": 6,
-                                  "aggregate_peers": 1, "peers": 1}
+                                  "aggregate_peers": 1, "benchmark_peers": 1, "peers": 1}
+    assert "results/tables/es_peers_speed.csv" in proc.stdout + proc.stderr
     text = proc.stdout + proc.stderr
     for impl in ("snn_es", "evotorch_snes", "evotorch_pgpe"):
         for seed in (0, 1):
@@ -228,3 +232,24 @@ def test_the_projects_row_reads_the_grid_run_with_its_settings(tmp_path, tiny_mi
     assert planned_jobs(proc)["run_peer"] == 3  # snn_es seed 1, SNES seeds 0 and 1
     assert "results/peers/snn_es/seed0/metrics.json" not in text
     assert "results/es/tinygray/repeat/small/chunked/seed0/metrics.json" in text
+
+
+def test_the_speed_side_by_side_times_every_implementation_in_the_same_rounds():
+    pytest.importorskip("evotorch")
+    from dataclasses import asdict
+
+    from snn_es.peers_speed import FULL_GENERATIONS_ONLY, measure_speeds
+
+    specs = {impl: {"implementation": impl, "encoder": "repeat", "seed": 0, "es": asdict(ES)}
+             for impl in ("snn_es", "evotorch_snes")}
+    frame = measure_speeds(specs, tiny_subset(), CFG, EXECUTION, generations=3, rounds=2,
+                           progress=False)
+    assert list(frame["implementation"]) == ["snn_es", "evotorch_snes", FULL_GENERATIONS_ONLY]
+    assert (frame["generations_timed"] == 2 * (3 - 1)).all()  # first generation of each dropped
+    assert (frame["evals_per_s_min"] > 0).all()
+    assert ((frame["evals_per_s_min"] <= frame["evals_per_s_median"])
+            & (frame["evals_per_s_median"] <= frame["evals_per_s_max"])).all()
+    assert frame.set_index("implementation").loc["snn_es", "relative_to_snn_es"] == 1.0
+    assert (frame["population"] == POPULATION).all() and (frame["threads"] >= 1).all()
+    with pytest.raises(ValueError, match="generations >= 2"):
+        measure_speeds(specs, tiny_subset(), CFG, EXECUTION, generations=1, rounds=1)

@@ -75,6 +75,55 @@ rule aggregate_peers:
         "../scripts/aggregate_peers.py"
 
 
+# Speed side by side (config `peers.speed`): the runs above are timed wherever and whenever
+# each ran, so every implementation is also timed here, in one job, in rotating rounds.
+rule benchmark_peers:
+    input:
+        unpack(peer_speed_subset),
+        code=library(
+            "config",
+            "data",
+            "subsets",
+            "encoders",
+            "settings",
+            "models",
+            "lif",
+            "es/__init__",
+            "es/params",
+            "es/strategy",
+            "es/evaluate",
+            "es/population",
+            "es/readout",
+            "es/run",
+            "es/diagnostics",
+            "peers",
+            "peers_speed",
+            "report",
+        ),
+    output:
+        table=report(
+            "results/tables/es_peers_speed.csv",
+            caption="../report/es_peers_speed.rst",
+            category="Peers",
+        ),
+    log:
+        "logs/benchmark_peers.log",
+    conda:
+        "../../envs/snn-es-peers.yaml"
+    resources:
+        # speed only, never results (as in run_es)
+        chunk_size=EXECUTION.chunk_size,
+        image_chunk=EXECUTION.image_chunk,
+        fused=int(EXECUTION.fused),
+        checkpoint_every=EXECUTION.checkpoint_every,
+    params:
+        specs=peer_speed_specs(),
+        speed=config["peers"]["speed"] if config.get("peers") else None,
+    script:
+        "../scripts/benchmark_peers.py"
+
+
 rule peers:
     input:
         peer_outputs(),
+        peer_speed_outputs(),

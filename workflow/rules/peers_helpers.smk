@@ -39,3 +39,24 @@ def peer_outputs():
     if not PEER_RUNS:
         return []
     return [str(path) for path in rules.aggregate_peers.output]
+
+
+def peer_speed_specs():
+    """implementation -> its spec of the first seed: what `benchmark_peers` times."""
+    if not PEER_RUNS:
+        return {}
+    seed = config["peers"]["seeds"][0]
+    return {spec["implementation"]: spec for spec in PEER_RUNS.values()
+            if spec["seed"] == seed}
+
+
+def peer_speed_subset(wildcards):
+    spec = next(iter(peer_speed_specs().values()))
+    return {"subset": rules.materialize_subset.output.tensors.format(**spec)}
+
+
+def peer_speed_outputs():
+    """The speed table, where `peers.speed` is set."""
+    if not PEER_RUNS or not config["peers"].get("speed"):
+        return []
+    return [str(rules.benchmark_peers.output.table)]

@@ -28,6 +28,7 @@ def study_files():
     entries += [(path, "run_scaling") for path in scaling_targets()]
     entries += [(path, "aggregate_peers") for path in peer_outputs()]
     entries += [(path, "run_peer") for path in peer_targets()]
+    entries += [(path, "benchmark_peers") for path in peer_speed_outputs()]
     return entries
 
 
@@ -65,6 +66,7 @@ def study_targets():
     """Every study's tables and plots (target `studies`)."""
     return (
         diagnostics_outputs() + ablation_outputs() + scaling_outputs() + peer_outputs()
+        + peer_speed_outputs()
     )
 
 
