@@ -12,24 +12,7 @@ include: "peers_helpers.smk"
 rule run_peer:
     input:
         unpack(peer_subset),
-        code=library(
-            "config",
-            "data",
-            "subsets",
-            "encoders",
-            "settings",
-            "models",
-            "lif",
-            "es/__init__",
-            "es/params",
-            "es/strategy",
-            "es/evaluate",
-            "es/population",
-            "es/readout",
-            "es/run",
-            "es/diagnostics",
-            "peers",
-        ),
+        code=library(*PEER_MODULES),
     output:
         log_csv="results/peers/{implementation}/seed{seed}/log.csv",
         metrics="results/peers/{implementation}/seed{seed}/metrics.json",
@@ -80,26 +63,7 @@ rule aggregate_peers:
 rule benchmark_peers:
     input:
         unpack(peer_speed_subset),
-        code=library(
-            "config",
-            "data",
-            "subsets",
-            "encoders",
-            "settings",
-            "models",
-            "lif",
-            "es/__init__",
-            "es/params",
-            "es/strategy",
-            "es/evaluate",
-            "es/population",
-            "es/readout",
-            "es/run",
-            "es/diagnostics",
-            "peers",
-            "peers_speed",
-            "report",
-        ),
+        code=library(*PEER_MODULES, "peers_speed", "report"),
     output:
         table=report(
             "results/tables/es_peers_speed.csv",

@@ -5,6 +5,26 @@ from snn_es.config import peer_runs, same_es_run
 
 PEER_RUNS = peer_runs(config)
 
+# The library modules a peer run imports (inputs of run_peer and benchmark_peers).
+PEER_MODULES = (
+    "config",
+    "data",
+    "subsets",
+    "encoders",
+    "settings",
+    "models",
+    "lif",
+    "es/__init__",
+    "es/params",
+    "es/strategy",
+    "es/evaluate",
+    "es/population",
+    "es/readout",
+    "es/run",
+    "es/diagnostics",
+    "peers",
+)
+
 
 def peer_spec(wildcards):
     """The run's canonical spec: implementation, dataset, encoder, subset, seed, snn, es
