@@ -82,7 +82,7 @@ rule benchmark_peers:
         checkpoint_every=EXECUTION.checkpoint_every,
     params:
         specs=peer_speed_specs(),
-        speed=config["peers"]["speed"] if config.get("peers") else None,
+        speed=(config.get("peers") or {}).get("speed"),
     script:
         "../scripts/benchmark_peers.py"
 

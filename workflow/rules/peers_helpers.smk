@@ -77,6 +77,6 @@ def peer_speed_subset(wildcards):
 
 def peer_speed_outputs():
     """The speed table, where `peers.speed` is set."""
-    if not PEER_RUNS or not config["peers"].get("speed"):
+    if not PEER_RUNS or not (config.get("peers") or {}).get("speed"):
         return []
     return [str(rules.benchmark_peers.output.table)]
