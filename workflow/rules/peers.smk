@@ -82,7 +82,7 @@ rule benchmark_peers:
         checkpoint_every=EXECUTION.checkpoint_every,
     params:
         specs=peer_speed_specs(),
-        speed=(config.get("peers") or {}).get("speed"),
+        speed=PEER_SPEED,
     script:
         "../scripts/benchmark_peers.py"
 

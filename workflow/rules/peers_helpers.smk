@@ -4,6 +4,7 @@
 from snn_es.config import peer_runs, same_es_run
 
 PEER_RUNS = peer_runs(config)
+PEER_SPEED = (config.get("peers") or {}).get("speed")  # null: no speed table
 
 # The library modules a peer run imports (inputs of run_peer and benchmark_peers).
 PEER_MODULES = (
@@ -77,6 +78,6 @@ def peer_speed_subset(wildcards):
 
 def peer_speed_outputs():
     """The speed table, where `peers.speed` is set."""
-    if not PEER_RUNS or not (config.get("peers") or {}).get("speed"):
+    if not PEER_RUNS or not PEER_SPEED:
         return []
     return [str(rules.benchmark_peers.output.table)]
