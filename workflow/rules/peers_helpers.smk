@@ -67,8 +67,11 @@ def peer_speed_specs():
     if not PEER_RUNS:
         return {}
     seed = config["peers"]["seeds"][0]
-    return {spec["implementation"]: spec for spec in PEER_RUNS.values()
-            if spec["seed"] == seed}
+    return {
+        spec["implementation"]: spec
+        for spec in PEER_RUNS.values()
+        if spec["seed"] == seed
+    }
 
 
 def peer_speed_subset(wildcards):
