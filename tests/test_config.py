@@ -161,6 +161,29 @@ def test_scaling_cells_may_pick_allocations(default_config):
         check_config(default_config, SCHEMA)
 
 
+def test_scaling_cells_may_carry_their_own_seeds(default_config):
+    """More seeds for some points only (the best ones), without repeating the costly ones;
+    a point that two cells both list is an error, not a silent overwrite."""
+    from snn_es.config import scaling_runs
+
+    default_config["scaling"] = {
+        "cells": [{"dataset": "cifar10", "encoder": "repeat", "budgets": [16384]},
+                  {"dataset": "cifar10", "encoder": "repeat", "budgets": [32768],
+                   "seeds": [0, 1, 2]}],
+        "allocations": {"p64_b128": {"population": 64, "batch_size": 128}},
+        "budgets": [16384], "seeds": [0], "subset": "big"}
+    runs = scaling_runs(check_config(default_config, SCHEMA))
+    assert sorted(runs) == ["scaling/cifar10/repeat/p64_b128/e16384/seed0",
+                            *(f"scaling/cifar10/repeat/p64_b128/e32768/seed{s}"
+                              for s in range(3))]
+    assert [runs[f"scaling/cifar10/repeat/p64_b128/e32768/seed{s}"]["seed"]
+            for s in range(3)] == [0, 1, 2]
+    default_config["scaling"]["cells"][1]["budgets"] = [16384, 32768]
+    with pytest.raises(ConfigError, match=r"cells\[1\]: scaling/cifar10/repeat/p64_b128/"
+                                          r"e16384/seed0 is already a point"):
+        check_config(default_config, SCHEMA)
+
+
 def test_minibatches_must_fit_in_the_subset(default_config):
     """A minibatch larger than the subset's training images would silently shrink."""
     default_config["es"]["readout_batch_size"] = 4096  # big: 2048 training images

@@ -142,16 +142,16 @@ def test_scaling_table_checks_each_budget_and_plots_the_references(tmp_path):
                                        scaling_table)
 
     paths = []
-    for budget, acc in ((32, 0.15), (64, 0.2)):
-        for seed in (0, 1):
+    for budget, acc, seeds in ((32, 0.15, (0, 1)), (64, 0.2, (0, 1)), (128, 0.25, (0,))):
+        for seed in seeds:  # the plot labels points with unequal seed counts
             generations = budget // 16
             metrics = _es_metrics(acc + 0.01 * seed, {"generations": generations})
             metrics["member_sample_evaluations"] = budget
             paths.append(_write(tmp_path / f"results/scaling/cifar10/repeat/p4_b4/e{budget}/"
                                            f"seed{seed}/metrics.json", metrics))
     table = scaling_table(paths)
-    assert list(table.columns) == SCALING_COLUMNS and len(table) == 4
-    assert list(table["evaluations"]) == [32, 32, 64, 64]
+    assert list(table.columns) == SCALING_COLUMNS and len(table) == 5
+    assert list(table["evaluations"]) == [32, 32, 64, 64, 128]
     refs = reference_lines([
         _write(tmp_path / "results/baselines/cnn/cifar10/big/metrics.json", {"test_acc": 0.5}),
         _write(tmp_path / "results/baselines/bptt/cifar10/repeat/big/metrics.json",

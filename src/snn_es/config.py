@@ -309,8 +309,8 @@ def scaling_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
     ``es`` <- the cell's ``es`` <- the allocation <- ``generations = budget / (population x
     batch_size)``, which must divide exactly, so every point's budget is exactly what the
-    table says. A cell's ``budgets`` replace the section's, its ``allocations`` (names) pick
-    some of the section's.
+    table says. A cell's ``budgets`` and ``seeds`` replace the section's, its ``allocations``
+    (names) pick some of the section's.
     """
     section = config.get("scaling")
     if not section:
@@ -331,9 +331,14 @@ def scaling_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
                         f"population x batch_size = {per_generation} of allocation '{name}'")
                 es = es_settings(config, cell.get("es"), allocation,
                                  {"generations": generations}, where=where)
-                for seed in section["seeds"]:
-                    runs[f"scaling/{dataset}/{encoder}/{name}/e{int(budget)}/seed{seed}"] = \
-                        run_spec(dataset, encoder, section["subset"], "chunked", seed, snn, es)
+                for seed in cell.get("seeds", section["seeds"]):
+                    run = f"scaling/{dataset}/{encoder}/{name}/e{int(budget)}/seed{seed}"
+                    if run in runs:
+                        raise ConfigError(
+                            f"config.scaling.cells[{i}]: {run} is already a point of an "
+                            f"earlier cell; give each cell its own budgets or seeds")
+                    runs[run] = run_spec(dataset, encoder, section["subset"], "chunked", seed,
+                                         snn, es)
     return runs
 
 

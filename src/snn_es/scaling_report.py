@@ -71,12 +71,15 @@ def plot_scaling(table: pd.DataFrame, references: dict[tuple[str, str], float],
             cell = part[part["encoder"] == encoder]
             stats = cell.groupby(["allocation", "evaluations"]).agg(
                 mean=("final_test_acc", "mean"), min=("final_test_acc", "min"),
-                max=("final_test_acc", "max"), wall=("wall_s", "mean")).reset_index()
+                max=("final_test_acc", "max"), wall=("wall_s", "mean"),
+                seeds=("seed", "nunique")).reset_index()
             best = stats.loc[stats.groupby("evaluations")["mean"].idxmax()]
             ax.plot(best["evaluations"], 100 * best["mean"], "-o", color=color,
                     label=f"ES, {encoder} (best allocation; labels: wall minutes per run)")
-            for x, y, wall in zip(best["evaluations"], best["mean"], best["wall"]):
-                ax.annotate(f"{wall / 60:.0f} min" if wall >= 60 else f"{wall:.0f} s",
+            for x, y, wall, n in zip(best["evaluations"], best["mean"], best["wall"],
+                                     best["seeds"]):
+                wall_text = f"{wall / 60:.0f} min" if wall >= 60 else f"{wall:.0f} s"
+                ax.annotate(wall_text + (f", {n} seeds" if n > 1 else ""),
                             (x, 100 * y), textcoords="offset points", xytext=(0, 6),
                             ha="center", fontsize=6, color=color)
             ax.fill_between(best["evaluations"], 100 * best["min"], 100 * best["max"],
@@ -94,8 +97,11 @@ def plot_scaling(table: pd.DataFrame, references: dict[tuple[str, str], float],
                       + (f"\n+ readout-only steps ({'/'.join(map(str, steps))} per generation, "
                          "counted in the table, not on this axis)" if any(steps) else ""))
         ax.set_ylabel("final test accuracy of the centre (%)")
-        ax.set_title(f"{dataset}: ES accuracy against compute "
-                     f"({cell['seed'].nunique()} seed(s); x = other allocations)")
+        seeds = part.groupby(["encoder", "allocation", "evaluations"])["seed"].nunique()
+        count = (f"{seeds.min()}" if seeds.min() == seeds.max()
+                 else f"{seeds.min()}-{seeds.max()}")
+        ax.set_title(f"{dataset}: ES accuracy against compute\n({count} seed(s) per point, "
+                     f"band: min-max over seeds; x = other allocations)")
         ax.legend(fontsize=7, loc="lower right")  # the curves rise to the upper left
         ax.grid(alpha=0.3)
     fig.tight_layout()
