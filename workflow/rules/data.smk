@@ -13,6 +13,7 @@ rule cache_dataset:
         info="results/data/{dataset}/info.json",
     log:
         "logs/cache_dataset/{dataset}.log",
+    priority: 1000  # short, and every other job waits for it
     conda:
         "../../envs/snn-es.yaml"
     params:
@@ -32,6 +33,7 @@ rule materialize_subset:
         manifest="results/subsets/{dataset}/{subset}.json",
     log:
         "logs/materialize_subset/{dataset}/{subset}.log",
+    priority: 1000
     conda:
         "../../envs/snn-es.yaml"
     params:

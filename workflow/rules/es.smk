@@ -32,6 +32,7 @@ rule run_es:
         "logs/{run}.log",  # logs/es/... and, for the studies, logs/ablation/...
     wildcard_constraints:
         run=id_pattern(GRID_RUNS),
+    priority: run_priority
     conda:
         "../../envs/snn-es.yaml"
     resources:

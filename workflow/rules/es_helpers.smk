@@ -13,6 +13,20 @@ def run_spec(wildcards):
     return RUNS[wildcards.run]
 
 
+def run_priority(wildcards):
+    """Longest runs first (1 + an estimate of the run's work, in units of 10k image
+    forwards), so the short jobs fill in at the end instead of one long run trailing alone;
+    every ES run before the baselines (priority 0), which are short."""
+    spec = RUNS[wildcards.run]
+    es = spec["es"]
+    per_generation = (
+        es["population"] * es["batch_size"]
+        + es["readout_steps"] * es["readout_batch_size"]
+    )
+    conv1_passes = 1 if spec["encoder"] == "repeat" else spec["snn"]["num_steps"]
+    return 1 + es["generations"] * per_generation * (1 + conv1_passes) // 20_000
+
+
 def run_subset(wildcards):
     spec = RUNS[wildcards.run]
     return {

@@ -65,7 +65,10 @@ def all_targets():
 def study_targets():
     """Every study's tables and plots (target `studies`)."""
     return (
-        diagnostics_outputs() + ablation_outputs() + scaling_outputs() + peer_outputs()
+        diagnostics_outputs()
+        + ablation_outputs()
+        + scaling_outputs()
+        + peer_outputs()
         + peer_speed_outputs()
     )
 
