@@ -24,17 +24,16 @@ float rounding. Run from the repository root after `all` has built the subset an
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 from torch.utils.cpp_extension import load_inline
 
+from snn_es.benchmark import _time  # median of repeats after a warm-up
 from snn_es.encoders import to_float
+from snn_es.es.params import ParamLayout
 from snn_es.es.readout import READOUT_NAMES
-from snn_es.es.run import initial_theta
 from snn_es.es.strategy import OpenAIES
-from snn_es.models import snn_functional_forward
+from snn_es.models import make_snn, snn_functional_forward
 from snn_es.seeding import generator_from
 from snn_es.settings import ESSettings, SNNSettings
 from snn_es.subsets import load_subset
@@ -79,12 +78,9 @@ void flip_delta_conv(torch::Tensor out, torch::Tensor member, torch::Tensor cent
 """
 
 
-def timed(fn, repeats: int = REPEATS) -> float:
-    fn()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats * 1e3
+def timed(fn) -> float:
+    """Milliseconds per call (median)."""
+    return 1e3 * _time(fn, REPEATS, torch.device("cpu"))
 
 
 @torch.no_grad()
@@ -93,7 +89,7 @@ def main() -> None:
     subset = load_subset(SUBSET)
     cfg = SNNSettings(input_shape=tuple(subset["train_images"].shape[1:]), num_classes=10)
     es = ESSettings()
-    _, layout = initial_theta(cfg, es, 0)
+    layout = ParamLayout.of(make_snn(cfg, 0))
     theta = torch.load(TRAINED)["theta"]
     strategy = OpenAIES(theta.clone(), es, 0, shapes=layout.shapes,
                         fixed=tuple(name in READOUT_NAMES for name in layout.names))

@@ -143,7 +143,7 @@ def test_scaling_table_checks_each_budget_and_plots_the_references(tmp_path):
 
     paths = []
     for budget, acc, seeds in ((32, 0.15, (0, 1)), (64, 0.2, (0, 1)), (128, 0.25, (0,))):
-        for seed in seeds:  # the plot labels points with unequal seed counts
+        for seed in seeds:  # a point with fewer seeds: the plot must still draw
             generations = budget // 16
             metrics = _es_metrics(acc + 0.01 * seed, {"generations": generations})
             metrics["member_sample_evaluations"] = budget

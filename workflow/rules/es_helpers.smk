@@ -14,9 +14,10 @@ def run_spec(wildcards):
 
 
 def run_priority(wildcards):
-    """Longest runs first (1 + an estimate of the run's work, in units of 10k image
-    forwards), so the short jobs fill in at the end instead of one long run trailing alone;
-    every ES run before the baselines (priority 0), which are short."""
+    """Longest runs first, so the short jobs fill in at the end instead of one long run
+    trailing alone; every ES run (>= 1) before the baselines (0), which are short. The
+    estimate: images forwarded per run x (1 + conv1 passes per image: T for spike inputs),
+    in units of 20k; only the order matters."""
     spec = RUNS[wildcards.run]
     es = spec["es"]
     per_generation = (
