@@ -90,7 +90,9 @@ def test_one_merge_for_every_run():
     config["es_grid"][1]["es"]["lr"] = 0.02
     specs = _specs(config)
     poisson = specs["es/cifar10/poisson/big/chunked/seed0"]
-    assert poisson["es"]["generations"] == 60  # the grid entry's change
+    grid_generations = config["es_grid"][1]["es"]["generations"]
+    assert grid_generations != config["es"]["generations"]  # else the check below can't fail
+    assert poisson["es"]["generations"] == grid_generations  # the grid entry's change wins
     assert poisson["es"]["lr"] == 0.02  # the grid entry's lr wins over the section's
     mnist = specs["es/mnist/repeat/big/chunked/seed0"]
     cifar = specs["es/cifar10/repeat/big/chunked/seed2"]
