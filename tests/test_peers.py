@@ -209,16 +209,17 @@ def test_snakemake_plans_the_peers_target_outside_all(tmp_path, tiny_mirror):
     assert "run_peer" not in planned_all and "aggregate_peers" not in planned_all
 
 
-def test_the_projects_row_reads_the_grid_run_with_its_settings(tmp_path, tiny_mirror):
-    """A `snn_es` peer whose settings are exactly a grid cell's is that cell's run (it would be
-    bit-identical), so the side-by-side does not repeat it; other seeds get their own job."""
-    from snn_es.config import expand_runs, same_es_run
+def test_the_projects_row_reads_the_run_with_its_settings(tmp_path, tiny_mirror):
+    """A `snn_es` peer whose settings are exactly a grid cell's or scaling point's is that
+    run (it would be bit-identical), so the side-by-side does not repeat it; other seeds get
+    their own job. A study's base with the same settings is no such run: it reads one too."""
+    from snn_es.config import expand_runs, reusable_runs, same_es_run
 
     runs = peer_runs(_checked(default_config()))
-    grid = expand_runs(_checked(default_config()))
-    for seed in (0, 1, 2):  # the default config: the grid's CIFAR-10 repeat cells
+    grid = reusable_runs(expand_runs(_checked(default_config())))
+    for seed in (0, 1, 2):  # the default config: the scaling points at the peers' budget
         assert same_es_run(runs[f"peers/snn_es/seed{seed}"], grid) == \
-            f"es/cifar10/repeat/big/chunked/seed{seed}"
+            f"scaling/cifar10/repeat/p64_b128/e2457600/seed{seed}"
     assert same_es_run(runs["peers/evotorch_snes/seed0"], grid) is None
     changed = default_config()
     changed["peers"]["es"]["generations"] = 100

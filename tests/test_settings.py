@@ -70,7 +70,7 @@ def test_key_order_and_explicit_defaults_do_not_change_any_spec():
     scaling = config["scaling"]
     points = sum(len(cell.get("budgets", scaling["budgets"]))
                  * len(cell.get("allocations", scaling["allocations"]))
-                 for cell in scaling["cells"]) * len(scaling["seeds"])
+                 * len(cell.get("seeds", scaling["seeds"])) for cell in scaling["cells"])
     assert len(specs) == grid + studies + points  # every run, each once
     assert sum(run.startswith("scaling/") for run in specs) == points
     reordered = _specs(reversed_keys(config))

@@ -349,9 +349,16 @@ def same_spec_run(spec: dict[str, Any], runs: dict[str, dict[str, Any]]) -> str 
     return next((run for run, other in runs.items() if other == spec), None)
 
 
+def reusable_runs(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The runs that other tables read instead of repeating them where the specs are the
+    same (``same_spec_run``): the grid's and the scaling points, not the studies' (a study's
+    base reads one of these itself)."""
+    return {run: spec for run, spec in runs.items() if not run.startswith("ablation/")}
+
+
 def same_es_run(peer: dict[str, Any], runs: dict[str, dict[str, Any]]) -> str | None:
-    """The ES run (grid, study or scaling point) with exactly the ``snn_es`` peer's
-    settings, if there is one (``same_spec_run``)."""
+    """The run of ``runs`` with exactly the ``snn_es`` peer's settings, if there is one
+    (``same_spec_run``)."""
     if peer["implementation"] != "snn_es":
         return None
     return same_spec_run({k: v for k, v in peer.items() if k != "implementation"}, runs)

@@ -6,9 +6,10 @@ STUDY_RUNS = {run: spec for run, spec in RUNS.items() if run.startswith("ablatio
 
 
 def study_metrics(run):
-    """The metrics of one study run: a grid run's where the specs are exactly the same (the
-    study's base, while `es` above is unchanged), else its own run_ablation job."""
-    same = same_spec_run(STUDY_RUNS[run], GRID_RUNS)
+    """The metrics of one study run: a grid run's or scaling point's where the specs are
+    exactly the same (the study's base at the side-by-side's budget), else its own
+    run_ablation job."""
+    same = same_spec_run(STUDY_RUNS[run], REUSABLE_RUNS)
     if same is not None:
         return rules.run_es.output.metrics.format(run=same)
     return rules.run_ablation.output.metrics.format(run=run)

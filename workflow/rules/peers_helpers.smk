@@ -42,9 +42,9 @@ def peer_subset(wildcards):
 
 
 def peer_target(spec):
-    """The metrics of one peer row: an ES run of the config with exactly the project's
-    settings where there is one (RUNS, es_helpers.smk), else its own run_peer job."""
-    same = same_es_run(spec, RUNS)
+    """The metrics of one peer row: a grid run or scaling point with exactly the project's
+    settings where there is one (REUSABLE_RUNS, es_helpers.smk), else its own run_peer job."""
+    same = same_es_run(spec, REUSABLE_RUNS)
     if same is not None:
         return rules.run_es.output.metrics.format(run=same)
     return rules.run_peer.output.metrics.format(
