@@ -43,8 +43,8 @@ _SOURCE = r"""
 #include <vector>
 
 // One member's spikes out [T*B, H/2, W/2, O] (NHWC) from: member, centre [T*B, H, W, C]
-// (NHWC, 0/1), base = conv(centre, W) [T*B, H, W, O], corr = conv(centre, B) [T*B, H, W, S]
-// whose channels offset .. offset + R are this member's, weight [C, K, K, O], b [C, K, K, R],
+// (NHWC, 0/1), base = conv(centre, W) [T*B, H, W, O], corr = conv(centre, B) [T*B, S, H, W]
+// (NCHW: a member reads only its own rows) whose channels offset .. offset + R are this member's, weight [C, K, K, O], b [C, K, K, R],
 // a_t [R, O] (A transposed), bias [O]. Row-major loops only: no division per flip.
 // CC, OO, RR, KK: C, O, R, K as compile-time constants for the shapes the configs use (the
 // loops then unroll and vectorize: ~4x faster), 0 for any other shape (runtime values).
@@ -68,9 +68,10 @@ void member_layer(const T* __restrict m, const T* __restrict c, const T* __restr
       for (int64_t y = 0; y < H; ++y) {
         std::memcpy(cur + ((y + pad) * P + pad) * O, base + (n * H + y) * W * O,
                     sizeof(T) * W * O);
-        for (int64_t x = 0; x < W; ++x)
-          for (int64_t j = 0; j < R; ++j)
-            corr[((y + pad) * P + x + pad) * R + j] = corr_in[((n * H + y) * W + x) * S + offset + j];
+        for (int64_t j = 0; j < R; ++j) {  // corr_in is NCHW: this member's rows are contiguous
+          const T* __restrict row = corr_in + ((n * S + offset + j) * H + y) * W;
+          for (int64_t x = 0; x < W; ++x) corr[((y + pad) * P + x + pad) * R + j] = row[x];
+        }
       }
       const T* __restrict mn = m + n * H * W * C;
       const T* __restrict cn = c + n * H * W * C;
@@ -103,21 +104,17 @@ void member_layer(const T* __restrict m, const T* __restrict c, const T* __restr
                                 (2 * py + pad + 1) * P + 2 * px + pad + 1};
           T* __restrict mm = mem + (py * Wp + px) * O;
           T* __restrict sp = spikes + (py * Wp + px) * O;
-          T pooled[512];  // O <= 512 (checked)
-          for (int64_t o = 0; o < O; ++o) pooled[o] = -std::numeric_limits<T>::infinity();
-          for (int k = 0; k < 4; ++k) {
-            for (int64_t o = 0; o < O; ++o) {
+          for (int64_t o = 0; o < O; ++o) {  // one pass: pool, then the Leaky step
+            T in = -std::numeric_limits<T>::infinity();
+            for (int k = 0; k < 4; ++k) {
               T v = cur[q[k] * O + o] + bias[o];
               for (int64_t j = 0; j < R; ++j) v += a_t[j * O + o] * corr[q[k] * R + j];
-              pooled[o] = std::max(pooled[o], v);
+              in = std::max(in, v);
             }
-          }
-          for (int64_t o = 0; o < O; ++o) {
             const T prev = mm[o];
             const T fired = prev - thr > T(0) ? T(1) : T(0);
-            T next;
-            if constexpr (RESET == 1) next = (beta * prev + pooled[o]) - fired * thr;
-            else next = beta * ((T(1) - fired) * prev) + pooled[o];
+            const T next = RESET == 1 ? (beta * prev + in) - fired * thr
+                                      : beta * ((T(1) - fired) * prev) + in;
             mm[o] = next;
             sp[o] = next - thr > T(0) ? T(1) : T(0);
           }
@@ -135,8 +132,8 @@ void flip_delta_layer(torch::Tensor out, torch::Tensor member, torch::Tensor cen
     TORCH_CHECK(t.is_contiguous() && t.scalar_type() == member.scalar_type() && t.is_cpu(),
                 "flip_delta_layer: every tensor must be a contiguous CPU tensor of one dtype");
   const int64_t N = member.size(0), H = member.size(1), W = member.size(2), C = member.size(3);
-  const int64_t K = weight.size(1), O = weight.size(3), R = b.size(3), S = corr.size(3);
-  TORCH_CHECK(N % steps == 0 && O <= 512 && K % 2 == 1 && (reset == 1 || reset == 2),
+  const int64_t K = weight.size(1), O = weight.size(3), R = b.size(3), S = corr.size(1);
+  TORCH_CHECK(N % steps == 0 && K % 2 == 1 && (reset == 1 || reset == 2),
               "flip_delta_layer: bad shapes or reset");
   AT_DISPATCH_FLOATING_TYPES(member.scalar_type(), "flip_delta_layer", [&] {
     auto run = reset == 1 ? member_layer<scalar_t, 1, 0, 0, 0, 0>
@@ -185,11 +182,11 @@ def nhwc(maps: Tensor) -> Tensor:
 @dataclass(frozen=True)
 class SharedConv:
     """Per image piece and chunk: the reference spikes, ``conv(s_c, W)`` and every member's
-    ``conv(s_c, B_c)``, all NHWC."""
+    ``conv(s_c, B_c)``."""
 
     centre: Tensor  # [T*B, H, W, C]
     base: Tensor  # [T*B, H, W, O]
-    corr: Tensor  # [T*B, H, W, members * r]
+    corr: Tensor  # [T*B, members * r, H, W] (NCHW: each member's rows contiguous)
     steps: int
 
 
@@ -201,7 +198,7 @@ def shared_conv(centre_spikes: Tensor, weight: Tensor, b: Tensor) -> SharedConv:
     padding = weight.shape[-1] // 2
     filters = b.transpose(1, 2).reshape(-1, *weight.shape[1:])  # [members * r, C, K, K]
     return SharedConv(nhwc(maps), nhwc(F.conv2d(maps, weight, padding=padding)),
-                      nhwc(F.conv2d(maps, filters, padding=padding)), steps)
+                      F.conv2d(maps, filters, padding=padding).contiguous(), steps)
 
 
 def member_layer(shared: SharedConv, member_spikes: Tensor, weight: Tensor, a: Tensor,
