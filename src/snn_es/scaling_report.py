@@ -62,7 +62,7 @@ def plot_scaling(table: pd.DataFrame, references: dict[tuple[str, str], float],
     """One panel per dataset; per encoder, the best allocation's seed mean at each budget
     (line, with the min-max over seeds as a band) and every allocation's mean (points)."""
     datasets = sorted(table["dataset"].unique())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 5), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, dataset in zip(axes[0], datasets):
         part = table[table["dataset"] == dataset]
@@ -76,12 +76,14 @@ def plot_scaling(table: pd.DataFrame, references: dict[tuple[str, str], float],
             best = stats.loc[stats.groupby("evaluations")["mean"].idxmax()]
             ax.plot(best["evaluations"], 100 * best["mean"], "-o", color=color,
                     label=f"ES, {encoder} (best allocation; labels: wall minutes per run)")
-            for x, y, wall, n in zip(best["evaluations"], best["mean"], best["wall"],
-                                     best["seeds"]):
+            for k, (x, y, wall, n) in enumerate(zip(best["evaluations"], best["mean"],
+                                                    best["wall"], best["seeds"])):
                 wall_text = f"{wall / 60:.0f} min" if wall >= 60 else f"{wall:.0f} s"
-                ax.annotate(wall_text + (f", {n} seeds" if n > 1 else ""),
-                            (x, 100 * y), textcoords="offset points", xytext=(0, 6),
-                            ha="center", fontsize=6, color=color)
+                # alternate above / below, so that neighbouring budgets' labels do not collide
+                ax.annotate(wall_text + (f", n={n}" if n > 1 else ""),
+                            (x, 100 * y), textcoords="offset points",
+                            xytext=(0, 6 if k % 2 == 0 else -12), ha="center", fontsize=6,
+                            color=color)
             ax.fill_between(best["evaluations"], 100 * best["min"], 100 * best["max"],
                             color=color, alpha=0.2)
             ax.scatter(stats["evaluations"], 100 * stats["mean"], color=color, s=12,
@@ -100,8 +102,9 @@ def plot_scaling(table: pd.DataFrame, references: dict[tuple[str, str], float],
         seeds = part.groupby(["encoder", "allocation", "evaluations"])["seed"].nunique()
         count = (f"{seeds.min()}" if seeds.min() == seeds.max()
                  else f"{seeds.min()}-{seeds.max()}")
-        ax.set_title(f"{dataset}: ES accuracy against compute\n({count} seed(s) per point, "
-                     f"band: min-max over seeds; x = other allocations)")
+        ax.set_title(f"{dataset}: ES accuracy against compute\n{count} seed(s) per point "
+                     f"(n = seeds), band: min-max over seeds;\nx = other allocations "
+                     f"of the same budget", fontsize=10)
         ax.legend(fontsize=7, loc="lower right")  # the curves rise to the upper left
         ax.grid(alpha=0.3)
     fig.tight_layout()
