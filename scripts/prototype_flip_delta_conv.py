@@ -78,8 +78,8 @@ def main() -> None:
                                 False, True, None)
 
         def fused():
-            return flip_delta.member_layer(shared, s_member, weight, a, b,
-                                           params["conv2.bias"], member, cfg)
+            return flip_delta.member_layer(shared, s_member, a, b, params["conv2.bias"],
+                                           member, cfg)
 
         mismatch = float((fused() != dense()).float().mean())
         dense_ms, fused_ms = timed(dense), timed(fused)

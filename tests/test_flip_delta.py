@@ -45,7 +45,7 @@ def test_member_layer_equals_the_dense_layer(dtype, reset, rank, size):
     for member in range(spikes.shape[0]):
         dense = weight + (a[member] @ b[member].T).reshape(weight.shape)
         want = hidden_layer(spikes[member], dense, bias[member], cfg, False, False, heaviside)
-        got = flip_delta.member_layer(shared, spikes[member], weight, a[member], b[member],
+        got = flip_delta.member_layer(shared, spikes[member], a[member], b[member],
                                       bias[member], member, cfg)
         assert got.shape == want.shape == (3, 4, 16, size // 2, size // 2)
         assert torch.equal(got, want)
@@ -60,7 +60,7 @@ def test_the_reference_map_changes_nothing_but_the_work():
     from_centre = flip_delta.shared_conv(centre, weight, b)
     from_silence = flip_delta.shared_conv(torch.zeros_like(centre), weight, b)
     for member in range(spikes.shape[0]):
-        args = (spikes[member], weight, a[member], b[member], bias[member], member, cfg)
+        args = (spikes[member], a[member], b[member], bias[member], member, cfg)
         assert torch.equal(flip_delta.member_layer(from_centre, *args),
                            flip_delta.member_layer(from_silence, *args))
 
@@ -70,4 +70,4 @@ def test_mixed_dtypes_are_refused_with_a_clear_error():
     cfg = SNNSettings(channels=(8, 16), num_steps=centre.shape[0])
     shared = flip_delta.shared_conv(centre, weight, b)
     with pytest.raises(RuntimeError, match="one dtype"):
-        flip_delta.member_layer(shared, spikes[0].float(), weight, a[0], b[0], bias[0], 0, cfg)
+        flip_delta.member_layer(shared, spikes[0].float(), a[0], b[0], bias[0], 0, cfg)

@@ -216,7 +216,12 @@ def test_the_projects_row_reads_the_run_with_its_settings(tmp_path, tiny_mirror)
     from snn_es.config import expand_runs, reusable_runs, same_es_run
 
     runs = peer_runs(_checked(default_config()))
-    grid = reusable_runs(expand_runs(_checked(default_config())))
+    every_run = expand_runs(_checked(default_config()))
+    grid = reusable_runs(every_run)
+    # the lever study's base has the peers' settings too, so only reusable_runs keeps the
+    # peers from reading a study run (which itself reads the scaling point)
+    assert same_es_run(runs["peers/snn_es/seed0"], every_run).startswith("ablation/")
+    assert not any(run.startswith("ablation/") for run in grid)
     for seed in (0, 1, 2):  # the default config: the scaling points at the peers' budget
         assert same_es_run(runs[f"peers/snn_es/seed{seed}"], grid) == \
             f"scaling/cifar10/repeat/p64_b128/e2457600/seed{seed}"

@@ -44,8 +44,9 @@ _SOURCE = r"""
 
 // One member's spikes out [T*B, H/2, W/2, O] (NHWC) from: member, centre [T*B, H, W, C]
 // (NHWC, 0/1), base = conv(centre, W) [T*B, H, W, O], corr = conv(centre, B) [T*B, S, H, W]
-// (NCHW: a member reads only its own rows) whose channels offset .. offset + R are this member's, weight [C, K, K, O], b [C, K, K, R],
-// a_t [R, O] (A transposed), bias [O]. Row-major loops only: no division per flip.
+// (NCHW: a member reads only its own rows; channels offset .. offset + R are this member's),
+// weight [C, K, K, O], b [C, K, K, R], a_t [R, O] (A transposed), bias [O]. Row-major loops
+// only: no division per flip.
 // CC, OO, RR, KK: C, O, R, K as compile-time constants for the shapes the configs use (the
 // loops then unroll and vectorize: ~4x faster), 0 for any other shape (runtime values).
 template <typename T, int RESET, int CC, int OO, int RR, int KK>
@@ -163,7 +164,7 @@ def _extension():
 
         return load_inline("snn_es_flip_delta", cpp_sources=_SOURCE,
                            functions=["flip_delta_layer"], extra_cflags=["-O3", "-march=native"])
-    except Exception as error:  # noqa: BLE001 - any build failure: the dense path instead
+    except Exception as error:  # noqa: BLE001 - any build failure: report it, return None
         warnings.warn(f"the flip-delta kernel could not be built ({type(error).__name__}: "
                       f"{str(error).splitlines()[0] if str(error) else ''}); install a C++ "
                       "compiler and ninja to use it", RuntimeWarning, stacklevel=3)
@@ -181,12 +182,14 @@ def nhwc(maps: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class SharedConv:
-    """Per image piece and chunk: the reference spikes, ``conv(s_c, W)`` and every member's
-    ``conv(s_c, B_c)``."""
+    """Per image piece and chunk: the reference spikes, ``conv(s_c, W)``, every member's
+    ``conv(s_c, B_c)`` and the centre's weight in the kernel's layout (built once here, not
+    per member)."""
 
     centre: Tensor  # [T*B, H, W, C]
     base: Tensor  # [T*B, H, W, O]
     corr: Tensor  # [T*B, members * r, H, W] (NCHW: each member's rows contiguous)
+    weight: Tensor  # [C, K, K, O]
     steps: int
 
 
@@ -198,26 +201,27 @@ def shared_conv(centre_spikes: Tensor, weight: Tensor, b: Tensor) -> SharedConv:
     padding = weight.shape[-1] // 2
     filters = b.transpose(1, 2).reshape(-1, *weight.shape[1:])  # [members * r, C, K, K]
     return SharedConv(nhwc(maps), nhwc(F.conv2d(maps, weight, padding=padding)),
-                      F.conv2d(maps, filters, padding=padding).contiguous(), steps)
+                      F.conv2d(maps, filters, padding=padding).contiguous(),
+                      weight.permute(1, 2, 3, 0).contiguous(), steps)
 
 
-def member_layer(shared: SharedConv, member_spikes: Tensor, weight: Tensor, a: Tensor,
-                 b: Tensor, bias: Tensor, member: int, cfg: SNNSettings) -> Tensor:
+def member_layer(shared: SharedConv, member_spikes: Tensor, a: Tensor, b: Tensor,
+                 bias: Tensor, member: int, cfg: SNNSettings) -> Tensor:
     """Spikes [T, B, O, H/2, W/2] of chunk member ``member`` (its factors ``a`` [O, r], ``b``
     [C*K*K, r], ``bias`` [O]) from its input spikes [T, B, C, H, W]: the same function as
-    ``models.hidden_layer(member_spikes, weight + a @ b.T, bias, ...)``."""
+    ``models.hidden_layer(member_spikes, W + a @ b.T, bias, ...)`` with ``W`` the centre's
+    weight given to ``shared_conv``."""
     extension = _extension()
     if extension is None:
         raise RuntimeError("the flip-delta kernel is not available (see the warning above)")
     maps = nhwc(member_spikes.flatten(0, 1))
     n, height, width, _ = maps.shape
-    out_channels, in_channels, k, _ = weight.shape
+    in_channels, k, _, out_channels = shared.weight.shape
     rank = a.shape[-1]
     out = torch.empty(n, height // 2, width // 2, out_channels, dtype=maps.dtype)
     beta, threshold = lif_constants(cfg)
     extension.flip_delta_layer(
-        out, maps, shared.centre, shared.base, shared.corr, member * rank,
-        weight.permute(1, 2, 3, 0).contiguous(),  # [C, K, K, O]
+        out, maps, shared.centre, shared.base, shared.corr, member * rank, shared.weight,
         b.reshape(in_channels, k, k, rank).contiguous(), a.t().contiguous(),
         bias.contiguous(), shared.steps, beta, threshold, RESETS[cfg.reset_mechanism])
     steps = shared.steps
