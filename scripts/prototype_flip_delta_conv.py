@@ -2,13 +2,13 @@
 on real data: is a member's second layer (conv2 -> pool -> LIF) cheaper as the centre's
 conv2 plus the layer-1 spikes that flipped, than as the evaluator's dense conv?
 
-It takes the CIFAR-10 big subset, the grid's trained seed-0 run and a chunk of its first
+It takes the CIFAR-10 big subset, the trained seed-0 run at 2.46M and a chunk of its first
 generation's members (rank-1 factors recovered from the noise), checks the kernel's spikes
 against the dense path (``models.hidden_layer`` on the materialised member weights, fused as
 the evaluator runs it: channels-last oneDNN conv, compiled pool + LIF), and times both per
 member on one image piece, one thread, adding the member's share of the chunk's shared convs
 (the centre's conv2 and every member's rank-1 filter over the centre's spikes). Run from the
-repository root after `all` has built the subset and the run (a C++ compiler is needed):
+repository root after `all` and `scaling` have built the subset and the run (a C++ compiler is needed):
 
     ./uv run python scripts/prototype_flip_delta_conv.py
 
@@ -33,7 +33,7 @@ from snn_es.settings import ESSettings, SNNSettings
 from snn_es.subsets import load_subset
 
 SUBSET = "results/subsets/cifar10/big.pt"
-TRAINED = "results/es/cifar10/repeat/big/chunked/seed0/params.pt"
+TRAINED = "results/scaling/cifar10/repeat/p64_b128/e2457600/seed0/params.pt"  # 300 generations
 IMAGES, REPEATS, MEMBERS, CHUNK = 32, 50, 4, 16  # one image piece, one chunk of members
 
 
