@@ -14,10 +14,10 @@ from itertools import pairwise
 import pytest
 import torch
 
-from snn_es.encoders import encode
+from snn_es.encoders import augment_images, encode
 from snn_es.es.evaluate import PopulationTask, evaluate_population
 from snn_es.es.params import ParamLayout
-from snn_es.es.run import ESDivergedError, run_es
+from snn_es.es.run import ESDivergedError, es_minibatch, run_es
 from snn_es.es.strategy import OpenAIES, centered_ranks
 from snn_es.io import torch_load
 from snn_es.models import make_snn, snn_functional_forward
@@ -158,6 +158,7 @@ def test_noise_is_a_function_of_seed_generation_and_pair():
         ({"lr": -0.1}, "positive"),
         ({"lr_schedule": "exponential"}, "lr_schedule"),
         ({"optimizer": "rmsprop"}, "optimizer"),
+        ({"augment": "rotate"}, "augment must be one of none, flip"),
     ],
 )
 def test_es_settings_validation(kwargs, message):
@@ -534,6 +535,33 @@ def test_same_seed_same_run_different_seed_different_run(tmp_path, clean_run):
     assert theta.shape == other_theta.shape
     assert not torch.allclose(other_theta, ref_theta)
     assert [r["fitness_mean"] for r in other_rows] != [r["fitness_mean"] for r in ref_rows]
+
+
+def test_flip_augmentation_mirrors_a_seeded_half_of_each_minibatch():
+    images = tiny_subset(num_train=256)["train_images"].float()
+    assert augment_images(images, "none", 0, "augment", 3) is images
+    flipped = augment_images(images, "flip", 0, "augment", 3)
+    mirrored = (flipped == images.flip(-1)).flatten(1).all(1)
+    kept = (flipped == images).flatten(1).all(1)
+    assert bool((mirrored | kept).all())  # every image is itself or its mirror image
+    assert 96 < int((mirrored & ~kept).sum()) < 160  # about half of them (p = 1/2)
+    assert torch.equal(augment_images(images, "flip", 0, "augment", 3), flipped)  # seeded
+    assert not torch.equal(augment_images(images, "flip", 0, "augment", 4), flipped)
+    with pytest.raises(ValueError, match="augment must be none or flip"):
+        augment_images(images, "rotate", 0)
+
+
+def test_flip_augmentation_changes_the_run_and_stays_reproducible(tmp_path, clean_run):
+    subset = tiny_subset()
+    plain, _ = es_minibatch(subset["train_images"], subset["train_labels"], 0, 2, 8)
+    flipped, _ = es_minibatch(subset["train_images"], subset["train_labels"], 0, 2, 8,
+                              augment="flip")
+    assert torch.equal(flipped, augment_images(plain, "flip", 0, "augment", 2))
+    es = replace(TINY_ES, augment="flip")
+    _, rows, theta = run(tmp_path, "flip", es=es)
+    _, again_rows, again_theta = run(tmp_path, "flip_again", es=es)
+    assert torch.equal(theta, again_theta) and untimed(rows) == untimed(again_rows)
+    assert not torch.equal(theta, clean_run[2])  # the same run without flips
 
 
 # --------------------------------------------------------------------------------------

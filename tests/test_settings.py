@@ -22,7 +22,8 @@ SECTIONS = {  # config section -> (its schema, its dataclass)
 }
 CHOICES = {"reset_mechanism": S.RESET_MECHANISMS, "surrogate": S.SURROGATES,
            "readout": S.READOUTS, "lr_schedule": S.SCHEDULES, "optimizer": S.OPTIMIZERS,
-           "noise_scale": S.NOISE_SCALES, "fitness": S.FITNESSES, "spike_noise": S.SPIKE_NOISE}
+           "noise_scale": S.NOISE_SCALES, "fitness": S.FITNESSES, "spike_noise": S.SPIKE_NOISE,
+           "augment": S.AUGMENTS}
 
 
 def default_config() -> dict:
@@ -82,6 +83,15 @@ def test_key_order_and_explicit_defaults_do_not_change_any_spec():
     sparse["es_grid"][1]["es"]["lr"] = 5e-3  # the default, written out in a grid entry
     sparse["es"]["sigma_final"] = None  # a default written out
     assert _specs(sparse) == specs
+
+
+def test_a_setting_added_later_is_in_a_spec_only_away_from_its_default():
+    # `augment` came after runs were committed: at its default every spec stays as it was
+    assert "augment" not in S.canonical(S.ESSettings())
+    assert S.canonical(S.ESSettings(augment="flip"))["augment"] == "flip"
+    specs = _specs(default_config())
+    assert all("augment" not in spec["es"] for key, spec in specs.items()
+               if "_flip/" not in key)
 
 
 def test_one_merge_for_every_run():

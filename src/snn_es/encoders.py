@@ -155,3 +155,15 @@ def encode(
             f"unknown encoder {name!r}; valid encoders: {', '.join(sorted(ENCODERS))}"
         ) from None
     return encoder(images, num_steps, generator)
+
+
+def augment_images(images: Tensor, kind: str, *keys: int | str) -> Tensor:
+    """Training images [B, C, H, W] as ES sees them: unchanged (``none``), or ``flip``: each
+    image mirrored left-right with probability 1/2, one coin per image from the generator
+    seeded by ``keys`` (a new minibatch, a new draw; see ``snn_es.seeding``)."""
+    if kind == "none":
+        return images
+    if kind != "flip":
+        raise ValueError(f"augment must be none or flip, got {kind!r}")
+    coins = torch.rand(len(images), generator=generator_from(*keys)) < 0.5
+    return torch.where(coins[:, None, None, None], images.flip(-1), images)

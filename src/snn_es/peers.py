@@ -34,10 +34,9 @@ from tqdm.auto import tqdm
 from snn_es.config import PEER_EVOTORCH as EVOTORCH
 from snn_es.config import PEER_IMPLEMENTATIONS as IMPLEMENTATIONS  # noqa: F401 (re-exported)
 from snn_es.errors import UserError
-from snn_es.es.diagnostics import es_minibatch
 from snn_es.es.evaluate import PopulationTask, score_chunk
 from snn_es.es.population import MemberParams
-from snn_es.es.run import _accuracy, initial_theta
+from snn_es.es.run import _accuracy, es_minibatch, initial_theta
 from snn_es.es.run import rows_to_csv as es_rows_to_csv
 from snn_es.seeding import seed_from
 from snn_es.settings import ESSettings, ExecutionSettings, SNNSettings
@@ -74,14 +73,16 @@ def require_evotorch():
 class GenerationData:
     """Generation g's minibatch, labels and network inputs, exactly as ``run_es`` draws them."""
 
-    def __init__(self, subset: dict[str, Tensor], task: PopulationTask, batch_size: int):
+    def __init__(self, subset: dict[str, Tensor], task: PopulationTask, batch_size: int,
+                 augment: str = "none"):
         self.train_x, self.train_y = subset["train_images"], subset["train_labels"]
-        self.task, self.batch_size = task, batch_size
+        self.task, self.batch_size, self.augment = task, batch_size, augment
         self.generation: int | None = None
 
     def set(self, generation: int) -> None:
         self.images, self.labels = es_minibatch(self.train_x, self.train_y, self.task.seed,
-                                                generation, self.batch_size)
+                                                generation, self.batch_size,
+                                                augment=self.augment)
         self.generation = generation
         # Shared spikes (the project's default): drawn once per generation, as run_es does.
         self.shared = None if self.task.per_member_spikes else \
@@ -172,7 +173,7 @@ def run_peer(
     theta, layout = initial_theta(cfg, es, seed)
     task = PopulationTask(cfg, layout, encoder, seed, es.spike_noise, fused=execution.fused,
                           fitness=es.fitness)
-    data = GenerationData(subset, task, es.batch_size)
+    data = GenerationData(subset, task, es.batch_size, es.augment)
     problem = make_problem(data, execution, layout.size, seed)
     searcher = make_searcher(implementation, problem, theta, es.population, settings)
     test_x, test_y = subset["test_images"], subset["test_labels"]

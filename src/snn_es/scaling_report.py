@@ -16,7 +16,7 @@ from snn_es.report import _json, _save, plt
 
 SCALING_COLUMNS = ["dataset", "encoder", "allocation", "evaluations", "seed", "population",
                    "batch_size", "generations", "sigma", "lr", "readout_steps",
-                   "readout_evaluations", "final_test_acc",
+                   "readout_evaluations", "augment", "final_test_acc",
                    "best_test_acc", "final_train_acc", "wall_s", "evals_per_s"]
 
 
@@ -33,6 +33,7 @@ def scaling_table(metrics_paths: Iterable[str]) -> pd.DataFrame:
             "seed": int(seed.removeprefix("seed")), "population": es["population"],
             "batch_size": es["batch_size"], "generations": es["generations"],
             "sigma": es["sigma"], "lr": es["lr"], "readout_steps": es.get("readout_steps", 0),
+            "augment": es.get("augment", "none"),  # left out of a spec at its default
             "final_test_acc": metrics["final_test_acc"],
             "best_test_acc": metrics["best_test_acc"],
             "final_train_acc": metrics["final_train_acc"], "wall_s": metrics["wall_s"],

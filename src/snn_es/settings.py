@@ -25,14 +25,17 @@ OPTIMIZERS = ("adam", "sgd")
 NOISE_SCALES = ("absolute", "layer")
 FITNESSES = ("cross_entropy", "accuracy", "margin")
 SPIKE_NOISE = ("shared", "per_member")
+AUGMENTS = ("none", "flip")
 # snnTorch's own defaults: atan(alpha=2.0), fast_sigmoid(slope=25).
 DEFAULT_SURROGATE_SLOPE = {"atan": 2.0, "fast_sigmoid": 25.0}
 
 
-def setting(default: Any, help: str, config: bool = True) -> Any:
+def setting(default: Any, help: str, config: bool = True, added: bool = False) -> Any:
     """A dataclass field with its description; ``config=False``: set by the data, not the
-    config (the input shape and the number of classes)."""
-    return field(default=default, metadata={"help": help, "config": config})
+    config (the input shape and the number of classes). ``added``: a setting added after
+    runs were committed; at its default it is left out of the canonical spec, so those runs
+    keep their spec (and their results) while any other value is part of it."""
+    return field(default=default, metadata={"help": help, "config": config, "added": added})
 
 
 def config_fields(cls) -> dict[str, Any]:
@@ -132,6 +135,10 @@ class ESSettings:
     generations: int = setting(300, "ES generations (updates) per run.")
     population: int = setting(64, "Members per generation; even (antithetic pairs).")
     batch_size: int = setting(128, "Training images per generation, shared by all members.")
+    augment: str = setting(
+        "none", "Training-image augmentation of every ES minibatch (full generations and "
+                "readout-only steps): none, or flip (each image mirrored left-right with "
+                "probability 1/2, drawn per minibatch from its own seed).", added=True)
     sigma: float = setting(0.02, "Perturbation scale at generation 0.")
     sigma_final: float | None = setting(
         None, "Sigma at the last generation (linear decay); null = constant.")
@@ -187,6 +194,7 @@ class ESSettings:
         if self.init_readout_scale <= 0 or self.init_conv_scale <= 0:
             raise ValueError("init_readout_scale and init_conv_scale must be positive")
         _one_of("ESSettings", "lr_schedule", self.lr_schedule, SCHEDULES)
+        _one_of("ESSettings", "augment", self.augment, AUGMENTS)
         _one_of("ESSettings", "optimizer", self.optimizer, OPTIMIZERS)
         _one_of("ESSettings", "noise_scale", self.noise_scale, NOISE_SCALES)
         _one_of("ESSettings", "fitness", self.fitness, FITNESSES)
@@ -246,6 +254,8 @@ def canonical(settings) -> dict[str, Any]:
     values, out = asdict(settings), {}
     for name, f in sorted(config_fields(type(settings)).items()):
         value = values[name]
+        if f.metadata.get("added") and value == f.default:
+            continue  # see `setting`: the spec of every run from before the setting existed
         if isinstance(value, tuple):
             value = list(value)
         elif "float" in str(f.type) and isinstance(value, int) and not isinstance(value, bool):

@@ -57,7 +57,7 @@ from snn_es.encoders import to_float
 from snn_es.errors import UserError
 from snn_es.es.evaluate import PopulationTask
 from snn_es.es.params import ParamLayout
-from snn_es.es.run import initial_theta
+from snn_es.es.run import es_minibatch, initial_theta
 from snn_es.es.strategy import OpenAIES
 from snn_es.settings import ESSettings, SNNSettings
 from snn_es.seeding import generator_from, seed_from
@@ -185,14 +185,6 @@ def _std(values: Sequence[float]) -> float:
 # --------------------------------------------------------------------------------------
 # Parameters, batches, gradients, fitness
 # --------------------------------------------------------------------------------------
-
-
-def es_minibatch(train_images: Tensor, train_labels: Tensor, seed: int, generation: int,
-                 batch_size: int, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
-    """The float images and labels of ES generation ``generation``'s minibatch."""
-    order = torch.randperm(len(train_labels), generator=generator_from(seed, "batch", generation))
-    index = order[:batch_size]
-    return to_float(train_images[index]).to(dtype), train_labels[index]
 
 
 def bptt_gradient(theta: Tensor, task: PopulationTask, inputs: Tensor, labels: Tensor) -> Tensor:

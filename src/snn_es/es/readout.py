@@ -15,7 +15,8 @@ After every full generation, ``ReadoutES.step`` runs ``es.readout_steps`` such s
 OpenAI-ES generation (antithetic noise of the run's rank, centred ranks, the run's
 optimizer) over the readout's weights only, with ``es.readout_population`` members on a fresh minibatch of
 ``es.readout_batch_size`` images. Its randomness follows the seeding rule with its own keys:
-the minibatch of readout step ``i`` from ``(seed, "readout-batch", i)``, its spikes from
+the minibatch of readout step ``i`` from ``(seed, "readout-batch", i)`` (its augmentation,
+``es.augment``, from ``(seed, "readout-augment", i)``), its spikes from
 ``(seed, "readout-spikes", i)`` and its noise from ``(seed_from(seed, "readout"),
 "es-noise", i, pair)``, where ``i = generation * readout_steps + j``.
 """
@@ -30,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from snn_es.encoders import encode, to_float
+from snn_es.encoders import augment_images, encode, to_float
 from snn_es.es.evaluate import STOCHASTIC_ENCODERS
 from snn_es.es.params import ParamLayout
 from snn_es.es.population import population_scores
@@ -158,7 +159,9 @@ class ReadoutES:
             index = generation * es.readout_steps + j
             order = torch.randperm(len(train_y), generator=generator_from(
                 self.seed, "readout-batch", index))[: es.readout_batch_size]
-            images, labels = to_float(train_x[order]).to(theta.device), train_y[order].to(theta.device)
+            images = augment_images(to_float(train_x[order]), es.augment, self.seed,
+                                    "readout-augment", index).to(theta.device)
+            labels = train_y[order].to(theta.device)
             params = self.layout.unflatten(theta)
             features = readout_features(params, self._inputs(images, index).to(theta.device),
                                         self.cfg, self.encoder == "repeat", self.fused,

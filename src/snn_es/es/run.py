@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from snn_es.encoders import to_float
+from snn_es.encoders import augment_images, to_float
 from snn_es.es.evaluate import PopulationTask, evaluate_population
 from snn_es.es.params import ParamLayout
 from snn_es.es.readout import READOUT_NAMES, ReadoutES
@@ -77,6 +77,18 @@ def _accuracy(task: PopulationTask, params: dict[str, Tensor], images: Tensor, l
             _, acc = eval_task.score(params, eval_task.inputs(x, 0, None), y)
             correct += round(float(acc) * len(y))
     return correct / len(labels)
+
+
+def es_minibatch(train_images: Tensor, train_labels: Tensor, seed: int, generation: int,
+                 batch_size: int, dtype: torch.dtype = torch.float32,
+                 augment: str = "none") -> tuple[Tensor, Tensor]:
+    """The float images and labels of ES generation ``generation``'s minibatch: the first
+    ``batch_size`` of a permutation from ``(seed, "batch", generation)``, augmented
+    (``es.augment``) from ``(seed, "augment", generation)``."""
+    order = torch.randperm(len(train_labels), generator=generator_from(seed, "batch", generation))
+    index = order[:batch_size]
+    images = augment_images(to_float(train_images[index]), augment, seed, "augment", generation)
+    return images.to(dtype), train_labels[index]
 
 
 def fingerprint(*parts: Any) -> str:
@@ -161,9 +173,8 @@ def run_es(
     done_now = 0
     for generation in bar:
         tick = time.perf_counter()
-        batch = torch.randperm(len(train_y), generator=generator_from(seed, "batch", generation))
-        batch = batch[: es.batch_size]
-        images, labels = to_float(train_x[batch]), train_y[batch]
+        images, labels = es_minibatch(train_x, train_y, seed, generation, es.batch_size,
+                                      augment=es.augment)
         fitness, accuracy = evaluate_population(
             mode, strategy, generation, images, labels, task, execution.chunk_size,
             image_chunk=execution.image_chunk)
