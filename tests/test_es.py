@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from snn_es.encoders import augment_images, encode
+from snn_es.es import flip_delta
 from snn_es.es.evaluate import PopulationTask, evaluate_population
 from snn_es.es.params import ParamLayout
 from snn_es.es.run import ESDivergedError, es_minibatch, run_es
@@ -158,7 +159,7 @@ def test_noise_is_a_function_of_seed_generation_and_pair():
         ({"lr": -0.1}, "positive"),
         ({"lr_schedule": "exponential"}, "lr_schedule"),
         ({"optimizer": "rmsprop"}, "optimizer"),
-        ({"augment": "rotate"}, "augment must be one of none, flip"),
+        ({"augment": "rotate"}, "augment must be one of none, flip, flip_translate"),
     ],
 )
 def test_es_settings_validation(kwargs, message):
@@ -383,6 +384,23 @@ def test_trajectory_is_independent_of_mode_and_chunk_size(tmp_path, encoder, spi
             assert row["grad_norm"] == pytest.approx(ref["grad_norm"], rel=1e-6)
 
 
+@pytest.mark.parametrize("encoder", ["repeat", "poisson"])
+def test_flip_delta_mode_trains_as_the_chunked_mode_does(tmp_path, encoder):
+    """Mode flip_delta is the chunked evaluator with the second layer from the centre's conv
+    plus each member's flipped spikes: the same run up to float32 rounding of the currents."""
+    if not flip_delta.available():
+        pytest.skip("the flip-delta kernel could not be built here")
+    es = replace(TINY_ES, generations=4, rank=1)
+    _, ref_rows, ref_theta = run(tmp_path, "chunked", es=es, mode="chunked", encoder=encoder)
+    metrics, rows, theta = run(tmp_path, "flip_delta", es=es, mode="flip_delta",
+                               encoder=encoder)
+    assert metrics["finished"] and not torch.equal(ref_theta, initial_theta())
+    torch.testing.assert_close(theta, ref_theta, rtol=0, atol=1e-6)
+    for row, ref in zip(rows, ref_rows, strict=True):
+        assert row["batch_acc"] == ref["batch_acc"]
+        assert row["fitness_mean"] == pytest.approx(ref["fitness_mean"], abs=1e-5)
+
+
 @pytest.mark.parametrize("rank", [0, 1])
 def test_execution_settings_change_no_result(tmp_path, rank, compiled_kernels):
     """Chunk size, image pieces, the fused (compiled, channels-last) path and the checkpoint
@@ -547,8 +565,28 @@ def test_flip_augmentation_mirrors_a_seeded_half_of_each_minibatch():
     assert 96 < int((mirrored & ~kept).sum()) < 160  # about half of them (p = 1/2)
     assert torch.equal(augment_images(images, "flip", 0, "augment", 3), flipped)  # seeded
     assert not torch.equal(augment_images(images, "flip", 0, "augment", 4), flipped)
-    with pytest.raises(ValueError, match="augment must be none or flip"):
+    with pytest.raises(ValueError, match="augment must be none, flip or flip_translate"):
         augment_images(images, "rotate", 0)
+
+
+def test_flip_translate_mirrors_as_flip_then_shifts_each_image_by_at_most_two_pixels():
+    images = tiny_subset(num_train=64)["train_images"].float()
+    flipped = augment_images(images, "flip", 0, "augment", 3)
+    moved = augment_images(images, "flip_translate", 0, "augment", 3)
+    assert moved.shape == images.shape
+    assert torch.equal(augment_images(images, "flip_translate", 0, "augment", 3), moved)
+    assert not torch.equal(augment_images(images, "flip_translate", 0, "augment", 4), moved)
+    # every image is its `flip` image shifted by some (dy, dx) in [-2, 2]^2, borders filled
+    # by reflection, and the shifts vary from image to image
+    padded = torch.nn.functional.pad(flipped, (2,) * 4, mode="reflect")
+    height, width = images.shape[-2:]
+    shifts = []
+    for i in range(len(images)):
+        found = [(dy, dx) for dy in range(5) for dx in range(5)
+                 if torch.equal(padded[i, :, dy:dy + height, dx:dx + width], moved[i])]
+        assert found, f"image {i} is not a shift of its flip by at most 2 pixels"
+        shifts.append(found[0])
+    assert len(set(shifts)) > 10  # 25 possible shifts, drawn per image
 
 
 def test_flip_augmentation_changes_the_run_and_stays_reproducible(tmp_path, clean_run):
@@ -641,7 +679,7 @@ def test_low_rank_noise_has_the_stated_rank_and_scale():
         make_es(es.theta, ES(population=4, rank=1), seed=0, generations=1)
 
 
-@pytest.mark.parametrize("order", ["depth_first", "layer_major"])
+@pytest.mark.parametrize("order", ["depth_first", "layer_major", "flip_delta"])
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize(("encoder", "spike_noise"),
                          [("poisson", "shared"), ("poisson", "per_member"), ("repeat", "shared"),
@@ -650,7 +688,10 @@ def test_low_rank_chunked_forward_matches_materialised_members(encoder, spike_no
                                                                order, monkeypatch):
     """The shared-W-plus-correction forward equals the sequential evaluator, which builds
     each member's dense weights (theta + sigma * A @ B.T / sqrt(r)), in either layout:
-    depth-first (the CPU's) and layer-major (EGGROLL's every-layer shared base, the GPU's)."""
+    depth-first (the CPU's), layer-major (EGGROLL's every-layer shared base, the GPU's) and
+    flip-delta (the centre's second-layer conv plus each member's flipped spikes)."""
+    if order == "flip_delta" and not flip_delta.available():
+        pytest.skip("the flip-delta kernel could not be built here")
     if fused and encoder == "poisson" and spike_noise == "shared":
         monkeypatch.setenv("SNN_ES_COMPILE", "1")  # one case through torch.compile
     es, layout, images, labels = _low_rank_population(rank=2)

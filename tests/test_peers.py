@@ -141,7 +141,8 @@ def test_the_peers_section_validates_and_gives_every_implementation_the_same_bud
     config = _checked(default_config())
     runs = peer_runs(config)
     assert sorted(runs) == sorted(f"peers/{impl}/seed{seed}" for seed in (0, 1, 2)
-                                  for impl in ("snn_es", "evotorch_snes", "evotorch_pgpe"))
+                                  for impl in ("snn_es", "snn_es_flip_delta", "evotorch_snes",
+                                               "evotorch_pgpe"))
     for run, spec in runs.items():
         es = spec["es"]
         assert es["generations"] * es["population"] * es["batch_size"] == 300 * 64 * 128, run
@@ -151,6 +152,9 @@ def test_the_peers_section_validates_and_gives_every_implementation_the_same_bud
     own = runs["peers/snn_es/seed0"]
     # the project's row is the default strategy (top-level `es`) at the shared budget
     assert own["mode"] == "chunked" and own["es"]["sigma"] == config["es"]["sigma"]
+    # the flip-delta row: the same strategy and problem, only the evaluator differs
+    assert runs["peers/snn_es_flip_delta/seed0"] == {**own, "implementation": "snn_es_flip_delta",
+                                                     "mode": "flip_delta"}
     assert runs["peers/evotorch_snes/seed1"]["evotorch"] == {"stdev_init": 0.02}
     assert "sigma" not in runs["peers/evotorch_pgpe/seed0"]["es"]  # not EvoTorch's setting
     # key order does not matter; the section's defaults are EvoTorch's block in the config
@@ -173,7 +177,7 @@ def test_schema_defaults_match_the_library_defaults():
 @pytest.mark.parametrize("change, message", [
     ({"implementations": ["snn_es", "evotorch_cmaes"]},
      r"^config\.peers\.implementations\.1: 'evotorch_cmaes' is not one of \['snn_es', "
-     r"'evotorch_snes', 'evotorch_pgpe'\]$"),
+     r"'snn_es_flip_delta', 'evotorch_snes', 'evotorch_pgpe'\]$"),
     ({"subset": "huge"}, r"^config\.peers\.subset: 'huge' is not one of the enabled subsets"),
     ({"es": {"batch_size": 4096}},
      r"^config\.peers\.es\.batch_size: 4096 is larger than the 2048 training images"),

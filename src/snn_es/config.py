@@ -25,7 +25,9 @@ from snn_es.settings import ESSettings, ExecutionSettings, SNNSettings, canonica
 ENCODERS = ("poisson", "deterministic", "repeat", "latency")
 GRID_KEYS = ("datasets", "encoders", "subsets", "modes", "seeds")
 # The side-by-side with an established ES library (config section `peers`, snn_es.peers).
-PEER_IMPLEMENTATIONS = ("snn_es", "evotorch_snes", "evotorch_pgpe")
+PEER_IMPLEMENTATIONS = ("snn_es", "snn_es_flip_delta", "evotorch_snes", "evotorch_pgpe")
+# The project's own rows -> their population evaluator (`run_es`'s mode)
+PEER_PROJECT_MODES = {"snn_es": "chunked", "snn_es_flip_delta": "flip_delta"}
 PEER_EVOTORCH = {"evotorch_snes": "snes", "evotorch_pgpe": "pgpe"}  # -> `peers.evotorch` key
 # The `es` keys that define the problem and budget of an EvoTorch run (the rest configure
 # the project's strategy, so changing them reruns only the `snn_es` rows).
@@ -374,7 +376,8 @@ def peer_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
     Every implementation gets the same problem and budget: ``snn`` <- overrides <- the
     section's ``snn``; ``es`` <- the section's ``es`` (as a grid entry's), so the project's own
-    row (``snn_es``, a chunked ``run_es``) is the default strategy at that budget. EvoTorch rows
+    rows (``snn_es``, a chunked ``run_es``; ``snn_es_flip_delta``, the same with the
+    flip-delta evaluator) are the default strategy at that budget. EvoTorch rows
     add their block of ``peers.evotorch`` (floats canonical, as in ``es``).
     """
     section = config.get("peers")
@@ -389,8 +392,8 @@ def peer_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
             spec = {"implementation": implementation, "dataset": dataset,
                     "encoder": section["encoder"], "subset": section["subset"],
                     "seed": int(seed), "snn": snn, "es": es}
-            if implementation == "snn_es":
-                spec["mode"] = "chunked"
+            if implementation in PEER_PROJECT_MODES:
+                spec["mode"] = PEER_PROJECT_MODES[implementation]
             else:
                 spec["es"] = {k: es[k] for k in PEER_SHARED_ES}
                 block = (section.get("evotorch") or {}).get(PEER_EVOTORCH[implementation], {})

@@ -157,13 +157,30 @@ def encode(
     return encoder(images, num_steps, generator)
 
 
+# `flip_translate`'s largest shift in pixels (airbench94's CIFAR-10 augmentation: flip plus
+# translate 2 of reflection-padded images)
+TRANSLATE_PIXELS = 2
+
+
 def augment_images(images: Tensor, kind: str, *keys: int | str) -> Tensor:
-    """Training images [B, C, H, W] as ES sees them: unchanged (``none``), or ``flip``: each
-    image mirrored left-right with probability 1/2, one coin per image from the generator
-    seeded by ``keys`` (a new minibatch, a new draw; see ``snn_es.seeding``)."""
+    """Training images [B, C, H, W] as ES sees them: unchanged (``none``); ``flip``: each
+    image mirrored left-right with probability 1/2; ``flip_translate``: the same mirroring,
+    then each image shifted by up to ``TRANSLATE_PIXELS`` in each direction (uniform, borders
+    filled by reflection). One coin (and shift) per image from the generator seeded by
+    ``keys`` (a new minibatch, a new draw; see ``snn_es.seeding``); the coins come first, so
+    ``flip_translate`` mirrors exactly the images that ``flip`` mirrors."""
     if kind == "none":
         return images
-    if kind != "flip":
-        raise ValueError(f"augment must be none or flip, got {kind!r}")
-    coins = torch.rand(len(images), generator=generator_from(*keys)) < 0.5
-    return torch.where(coins[:, None, None, None], images.flip(-1), images)
+    if kind not in ("flip", "flip_translate"):
+        raise ValueError(f"augment must be none, flip or flip_translate, got {kind!r}")
+    generator = generator_from(*keys)
+    coins = torch.rand(len(images), generator=generator) < 0.5
+    images = torch.where(coins[:, None, None, None], images.flip(-1), images)
+    if kind == "flip":
+        return images
+    pad = TRANSLATE_PIXELS
+    shifts = torch.randint(0, 2 * pad + 1, (len(images), 2), generator=generator).tolist()
+    padded = torch.nn.functional.pad(images, (pad,) * 4, mode="reflect")
+    height, width = images.shape[-2:]
+    return torch.stack([padded[i, :, dy:dy + height, dx:dx + width]
+                        for i, (dy, dx) in enumerate(shifts)])

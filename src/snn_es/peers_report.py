@@ -12,8 +12,9 @@ import pandas as pd
 
 from snn_es.report import _save, plt
 
-ORDER = ("snn_es", "evotorch_snes", "evotorch_pgpe")
-LABELS = {"snn_es": "snn_es (this project's ES)", "evotorch_snes": "EvoTorch SNES",
+ORDER = ("snn_es", "snn_es_flip_delta", "evotorch_snes", "evotorch_pgpe")
+LABELS = {"snn_es": "snn_es (this project's ES)",
+          "snn_es_flip_delta": "snn_es, flip-delta evaluator", "evotorch_snes": "EvoTorch SNES",
           "evotorch_pgpe": "EvoTorch PGPE"}
 COLUMNS = ("implementation", "settings", "evaluations", "readout_evaluations", "seed",
            "final_test_acc",
@@ -32,7 +33,7 @@ def implementation_of(spec: dict[str, Any]) -> str:
 
 def settings_string(spec: dict[str, Any]) -> str:
     """The strategy's settings in a few words (the budget is in the `evaluations` column)."""
-    if implementation_of(spec) == "snn_es":
+    if "evotorch" not in spec:  # the project's own strategy
         es = spec["es"]
         parts = [f"sigma={es['sigma']:g}"]
         if es.get("sigma_final") is not None:

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from snn_es.config import PEER_PROJECT_MODES
 from snn_es.es.run import run_es
 from snn_es.peers import run_peer
 from snn_es.settings import ESSettings, ExecutionSettings, SNNSettings
@@ -53,11 +54,12 @@ def generation_speeds(implementation: str, subset: dict[str, Tensor], cfg: SNNSe
     """Member-image evaluations per second of each generation after the first, of a run of
     ``implementation`` cut to ``generations`` generations (no test evaluation in between)."""
     short = replace(es, generations=generations, eval_every=generations)
-    if implementation in ("snn_es", FULL_GENERATIONS_ONLY):
+    if implementation in (*PEER_PROJECT_MODES, FULL_GENERATIONS_ONLY):
         if implementation == FULL_GENERATIONS_ONLY:
             short = replace(short, readout_steps=0, perturb_readout=True)
+        mode = PEER_PROJECT_MODES.get(implementation, "chunked")
         with tempfile.TemporaryDirectory() as scratch:
-            _, rows, _ = run_es(subset, cfg, short, encoder, seed, "chunked",
+            _, rows, _ = run_es(subset, cfg, short, encoder, seed, mode,
                                 Path(scratch) / "checkpoint.pt", execution, progress=False)
     else:
         _, rows, _ = run_peer(subset, cfg, short, encoder, seed, implementation, evotorch,

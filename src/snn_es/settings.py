@@ -25,7 +25,7 @@ OPTIMIZERS = ("adam", "sgd")
 NOISE_SCALES = ("absolute", "layer")
 FITNESSES = ("cross_entropy", "accuracy", "margin")
 SPIKE_NOISE = ("shared", "per_member")
-AUGMENTS = ("none", "flip")
+AUGMENTS = ("none", "flip", "flip_translate")
 # snnTorch's own defaults: atan(alpha=2.0), fast_sigmoid(slope=25).
 DEFAULT_SURROGATE_SLOPE = {"atan": 2.0, "fast_sigmoid": 25.0}
 
@@ -137,8 +137,10 @@ class ESSettings:
     batch_size: int = setting(128, "Training images per generation, shared by all members.")
     augment: str = setting(
         "none", "Training-image augmentation of every ES minibatch (full generations and "
-                "readout-only steps): none, or flip (each image mirrored left-right with "
-                "probability 1/2, drawn per minibatch from its own seed).", added=True)
+                "readout-only steps): none; flip (each image mirrored left-right with "
+                "probability 1/2, drawn per minibatch from its own seed); flip_translate (flip, "
+                "then each image shifted by up to 2 pixels each way, reflection-padded).",
+        added=True)
     sigma: float = setting(0.02, "Perturbation scale at generation 0.")
     sigma_final: float | None = setting(
         None, "Sigma at the last generation (linear decay); null = constant.")

@@ -18,6 +18,7 @@ rule diagnose_es:
             "es/params",
             "es/strategy",
             "es/population",
+            "es/flip_delta",
             "es/evaluate",
             "es/readout",
             "es/run",

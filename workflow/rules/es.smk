@@ -21,6 +21,7 @@ rule run_es:
             "es/strategy",
             "es/evaluate",
             "es/population",
+            "es/flip_delta",
             "es/readout",
             "es/run",
         ),

@@ -6,7 +6,7 @@ RUNS = expand_runs(config)
 GRID_RUNS = {run: spec for run, spec in RUNS.items() if run.startswith("es/")}
 REUSABLE_RUNS = reusable_runs(RUNS)  # what a study's base or a `peers` row may read
 EXECUTION = execution_settings(config)
-ES_MODES = ("sequential", "chunked")
+ES_MODES = ("sequential", "chunked", "flip_delta")
 
 
 def run_spec(wildcards):

@@ -19,7 +19,7 @@ rule run_peer:
     log:
         "logs/peers/{implementation}/seed{seed}.log",
     wildcard_constraints:
-        implementation="snn_es|evotorch_snes|evotorch_pgpe",
+        implementation="snn_es|snn_es_flip_delta|evotorch_snes|evotorch_pgpe",
         seed=r"\d+",
     conda:
         "../../envs/snn-es-peers.yaml"

@@ -20,6 +20,7 @@ PEER_MODULES = (
     "es/strategy",
     "es/evaluate",
     "es/population",
+    "es/flip_delta",
     "es/readout",
     "es/run",
     "es/diagnostics",

@@ -100,6 +100,7 @@ rule benchmark:
             "es/strategy",
             "es/evaluate",
             "es/population",
+            "es/flip_delta",
             "benchmark",
             "report",
         ),

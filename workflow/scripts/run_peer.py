@@ -1,9 +1,10 @@
 """Snakemake job: one run of the side-by-side (config section `peers`): the project's ES
-(`snn_es`, a chunked run_es) or EvoTorch's SNES / PGPE (snn_es.peers), from its spec."""
+(`snn_es`, a chunked run_es; `snn_es_flip_delta`, its flip-delta evaluator) or EvoTorch's SNES / PGPE (snn_es.peers), from its spec."""
 
 import json
 from pathlib import Path
 
+from snn_es.config import PEER_PROJECT_MODES
 from snn_es.es import run as es_run
 from snn_es.io import atomic_write_json, atomic_write_text
 from snn_es.job import snakemake_job
@@ -14,7 +15,8 @@ from snn_es.subsets import load_subset
 with snakemake_job(snakemake):
     spec, resources = snakemake.params.spec, snakemake.resources
     implementation = spec["implementation"]
-    if implementation != "snn_es":
+    project = implementation in PEER_PROJECT_MODES  # the project's own ES (run_es)
+    if not project:
         require_evotorch()  # one clear line before any work if the group is not installed
     subset = load_subset(snakemake.input.subset)
     manifest = json.loads(Path(snakemake.input.manifest).read_text())
@@ -25,7 +27,7 @@ with snakemake_job(snakemake):
                                   image_chunk=resources.image_chunk, fused=bool(resources.fused),
                                   checkpoint_every=resources.checkpoint_every)
     es = ESSettings(**spec["es"])
-    if implementation == "snn_es":
+    if project:
         checkpoint = Path(snakemake.output.metrics).with_name("checkpoint.pt")
         metrics, rows, _ = es_run.run_es(
             subset, cfg, es, encoder=spec["encoder"], seed=spec["seed"], mode=spec["mode"],

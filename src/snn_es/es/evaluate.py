@@ -1,5 +1,7 @@
-"""Population evaluators: ``sequential`` (one member at a time, the reference) and ``chunked``
-(chunks of C members in one batched forward pass, ``snn_es.es.population``).
+"""Population evaluators: ``sequential`` (one member at a time, the reference), ``chunked``
+(chunks of C members in one batched forward pass, ``snn_es.es.population``) and
+``flip_delta`` (chunked, each low-rank member's second layer from the centre's conv plus its
+flipped input spikes: 1.2-1.5x faster on the CPU; ``population._flip_delta``).
 
 Both rebuild members from the strategy's counter-based noise and draw spikes from generators
 seeded by ``(seed, "spikes", generation[, member])``, so they see exactly the same weights
@@ -29,7 +31,9 @@ from snn_es.seeding import generator_from
 from snn_es.settings import FITNESSES, SPIKE_NOISE, SNNSettings
 
 STOCHASTIC_ENCODERS = ("poisson",)
-EVALUATORS = ("sequential", "chunked")
+# flip_delta: chunked with the flip-delta second layer (population.py), its own mode because
+# its float32 rounding differs from chunked's (so a committed chunked run stays reproducible)
+EVALUATORS = ("sequential", "chunked", "flip_delta")
 
 
 @dataclass(frozen=True)
@@ -197,4 +201,7 @@ def evaluate_population(
     if mode == "chunked":
         return evaluate_chunked(strategy, generation, images, labels, task, chunk_size, layout,
                                 image_chunk)
+    if mode == "flip_delta":
+        return evaluate_chunked(strategy, generation, images, labels, task, chunk_size,
+                                "flip_delta", image_chunk)
     raise ValueError(f"unknown ES mode {mode!r}; valid modes: {', '.join(EVALUATORS)}")

@@ -1,4 +1,4 @@
-"""One forward pass for a chunk of C population members, in one of two layouts.
+"""One forward pass for a chunk of C population members, in one of three layouts.
 
 **Depth-first** (``_depth_first``; the CPU's): member by member through every layer with
 ``models.hidden_layer``, exactly as the sequential evaluator does, stacking only the logits.
@@ -9,6 +9,10 @@ their own weights; low-rank members (``LowRankParams``, EGGROLL-style: member c'
 first layer's input is shared by the chunk (common spikes, the ``repeat`` image): there
 ``W x`` is computed once for the chunk plus a rank-r correction ``A_c @ (B_c.T x)`` per
 member.
+
+**Flip-delta** (``_flip_delta``; opt-in, CPU): depth-first, but every low-rank member's
+second layer is the centre's conv plus the few input spikes that differ from the centre's
+(``es.flip_delta``'s C++ kernel).
 
 **Layer-major** (``_layer_major``; EGGROLL's, chosen on a GPU): every layer's base op runs
 once with the shared ``W`` over members x images, and each member adds its rank-r
@@ -191,7 +195,38 @@ def _layer_major(members: LowRankParams, x: Tensor, cfg: SNNSettings, static_inp
     return output_layer(currents, cfg)[0]
 
 
-LAYOUTS = ("depth_first", "layer_major")
+def _flip_delta(members: LowRankParams, x: Tensor, cfg: SNNSettings, static_input: bool,
+                fused: bool) -> Tensor:
+    """Depth-first, with the second layer from the centre's conv plus each member's flipped
+    input spikes (``es.flip_delta``): the centre's first-layer spikes are computed once per
+    chunk and piece, ``conv(s_c, W2)`` and every member's ``conv(s_c, B_c)`` once for the
+    chunk, and the kernel adds only the inputs where a member's spikes differ from the
+    centre's. Layers after the second run as in ``_depth_first``. Opt-in (not a default:
+    its float32 rounding differs from the dense conv's); needs the compiled kernel."""
+    from snn_es.es import flip_delta  # builds the C++ kernel at first use
+
+    first = _shared_first_layer(members, x, cfg, static_input, fused)
+    centre = hidden_layer(x, members.base["conv1.weight"], members.base["conv1.bias"], cfg,
+                          static_input, fused, heaviside)
+    shared = flip_delta.shared_conv(centre, members.base["conv2.weight"],
+                                    members.b["conv2.weight"])
+    later = {f"conv{i}.{kind}": _member_weights(members, f"conv{i}.{kind}")
+             for i in range(3, len(cfg.channels) + 1) for kind in ("weight", "bias")}
+    fc_weight, fc_bias = _member_weights(members, "fc.weight"), _member_weights(members, "fc.bias")
+    logits = []
+    for c in range(members.members):
+        h = flip_delta.member_layer(shared, first[c], members.a["conv2.weight"][c],
+                                    members.b["conv2.weight"][c], members.bias["conv2.bias"][c],
+                                    c, cfg)
+        for i in range(3, len(cfg.channels) + 1):
+            h = hidden_layer(h, later[f"conv{i}.weight"][c], later[f"conv{i}.bias"][c], cfg,
+                             False, fused, heaviside)
+        currents = F.linear(h.flatten(2), fc_weight[c], fc_bias[c])  # [T, B, K]
+        logits.append(output_layer(currents, cfg)[0])
+    return torch.stack(logits)
+
+
+LAYOUTS = ("depth_first", "layer_major", "flip_delta")
 
 
 def default_layout(device: torch.device | str) -> str:
@@ -213,15 +248,19 @@ def population_forward(
     ``x`` is the input shared by all members ([T, B, C_in, H, W], or [B, C_in, H, W] with
     ``static_input``), or with ``per_member_input`` one input per member (leading dim C).
     ``fused`` uses channels-last convs and compiled pool + LIF kernels. ``layout``
-    (``depth_first`` or ``layer_major``; None: the device's default) changes the order of
-    the work, not the function: both agree to float rounding (tests, in float64).
-    ``layer_major`` needs low-rank members.
+    (``depth_first``, ``layer_major`` or ``flip_delta``; None: the device's default)
+    changes the order of the work, not the function: all agree to float rounding (tests, in
+    float64). ``layer_major`` and ``flip_delta`` need low-rank members (``flip_delta`` also a
+    shared input and two hidden layers); otherwise they run depth-first.
     """
     layout = layout or default_layout(x.device)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if layout == "layer_major" and isinstance(members, LowRankParams):
         return _layer_major(members, x, cfg, static_input, per_member_input, fused)
+    if (layout == "flip_delta" and isinstance(members, LowRankParams) and not per_member_input
+            and len(cfg.channels) >= 2):  # else nothing is shared: depth-first
+        return _flip_delta(members, x, cfg, static_input, fused)
     return _depth_first(members, x, cfg, static_input, per_member_input, fused)
 
 

@@ -21,6 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from snn_es.encoders import augment_images, to_float
+from snn_es.es import flip_delta
 from snn_es.es.evaluate import PopulationTask, evaluate_population
 from snn_es.es.params import ParamLayout
 from snn_es.es.readout import READOUT_NAMES, ReadoutES
@@ -110,12 +111,16 @@ def run_es(
 ) -> tuple[dict[str, Any], list[dict[str, Any]], Tensor]:
     """Train the SNN's weights with ES. Returns (metrics, per-generation rows, final theta).
 
-    ``mode`` is the population evaluator (``sequential`` or ``chunked``); ``execution``
+    ``mode`` is the population evaluator (``sequential``, ``chunked`` or ``flip_delta``); ``execution``
     changes only the speed, so a checkpoint written with other execution settings resumes.
     ``stop_after`` ends the loop early after that many generations (simulates a kill; the
     checkpoint written so far is what a later call resumes from).
     """
     checkpoint_path = Path(checkpoint_path)
+    if mode == "flip_delta" and not flip_delta.available():
+        raise UserError("ES mode flip_delta needs the flip-delta kernel, which could not be "
+                        "built here (see the warning above): install a C++ compiler and "
+                        "ninja, or use mode chunked")
     theta, layout = initial_theta(cfg, es, seed)
     # perturb_readout false: the generations' noise is all in the hidden layers, and the
     # readout-only steps alone train the readout
