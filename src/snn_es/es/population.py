@@ -10,7 +10,7 @@ first layer's input is shared by the chunk (common spikes, the ``repeat`` image)
 ``W x`` is computed once for the chunk plus a rank-r correction ``A_c @ (B_c.T x)`` per
 member.
 
-**Flip-delta** (``_flip_delta``; opt-in, CPU): depth-first, but every low-rank member's
+**Flip-delta** (``_depth_first`` with ``flip``; opt-in, CPU): depth-first, but every low-rank member's
 second layer is the centre's conv plus the few input spikes that differ from the centre's
 (``es.flip_delta``'s C++ kernel).
 
@@ -110,21 +110,36 @@ def _shared_first_layer(members: LowRankParams, x: Tensor, cfg: SNNSettings, sta
                    threshold, cfg.reset_mechanism, static) for c in range(members.members)]
 
 
+def _flip_delta_second_layer(members: LowRankParams, x: Tensor, cfg: SNNSettings,
+                             static_input: bool, fused: bool):
+    """``(c, h) -> spikes``: member c's second layer from its first-layer spikes ``h``, as the
+    centre's conv plus the inputs where ``h`` differs from the centre's spikes (computed here
+    once for the chunk and piece, with ``conv(s_c, W2)`` and every ``conv(s_c, B_c)``)."""
+    from snn_es.es import flip_delta  # builds the C++ kernel at first use
+
+    centre = hidden_layer(x, members.base["conv1.weight"], members.base["conv1.bias"], cfg,
+                          static_input, fused, heaviside)
+    a, b = members.a["conv2.weight"], members.b["conv2.weight"]
+    shared = flip_delta.shared_conv(centre, members.base["conv2.weight"], b)
+    bias = members.bias["conv2.bias"]
+    return lambda c, h: flip_delta.member_layer(shared, h, a[c], b[c], bias[c], c, cfg)
+
+
 def _depth_first(members: MemberParams | LowRankParams, x: Tensor, cfg: SNNSettings,
-                 static_input: bool, per_member_input: bool, fused: bool) -> Tensor:
+                 static_input: bool, per_member_input: bool, fused: bool,
+                 flip: bool = False) -> Tensor:
     """Member by member through every layer, as the sequential evaluator does, so no
     activation of the chunk is ever stacked (on CPU that copy cost a quarter of the time);
-    only a low-rank first layer with a shared input is computed once for the chunk."""
+    only a low-rank first layer with a shared input is computed once for the chunk, and with
+    ``flip`` (the ``flip_delta`` layout) the second layer's centre conv too."""
     layers = len(cfg.channels)
-    weights = {f"conv{i}.{kind}": _member_weights(members, f"conv{i}.{kind}")
-               for i in range(2 if isinstance(members, LowRankParams) else 1, layers + 1)
-               for kind in ("weight", "bias")}
     shared_first = isinstance(members, LowRankParams) and not per_member_input
-    if shared_first:
-        first = _shared_first_layer(members, x, cfg, static_input, fused)
-    else:
-        weights.update({name: _member_weights(members, name)
-                        for name in ("conv1.weight", "conv1.bias")})
+    flip = flip and shared_first and layers >= 2
+    weights = {f"conv{i}.{kind}": _member_weights(members, f"conv{i}.{kind}")
+               for i in range(3 if flip else 2 if shared_first else 1, layers + 1)
+               for kind in ("weight", "bias")}
+    first = _shared_first_layer(members, x, cfg, static_input, fused) if shared_first else None
+    second = _flip_delta_second_layer(members, x, cfg, static_input, fused) if flip else None
     fc_weight, fc_bias = _member_weights(members, "fc.weight"), _member_weights(members, "fc.bias")
     logits = []
     for c in range(members.members):
@@ -134,8 +149,9 @@ def _depth_first(members: MemberParams | LowRankParams, x: Tensor, cfg: SNNSetti
             h = hidden_layer(x[c] if per_member_input else x, weights["conv1.weight"][c],
                              weights["conv1.bias"][c], cfg, static_input, fused, heaviside)
         for i in range(2, layers + 1):
-            h = hidden_layer(h, weights[f"conv{i}.weight"][c], weights[f"conv{i}.bias"][c], cfg,
-                             False, fused, heaviside)
+            h = second(c, h) if i == 2 and flip else hidden_layer(
+                h, weights[f"conv{i}.weight"][c], weights[f"conv{i}.bias"][c], cfg, False,
+                fused, heaviside)
         currents = F.linear(h.flatten(2), fc_weight[c], fc_bias[c])  # [T, B, K]
         logits.append(output_layer(currents, cfg)[0])
     return torch.stack(logits)
@@ -195,37 +211,6 @@ def _layer_major(members: LowRankParams, x: Tensor, cfg: SNNSettings, static_inp
     return output_layer(currents, cfg)[0]
 
 
-def _flip_delta(members: LowRankParams, x: Tensor, cfg: SNNSettings, static_input: bool,
-                fused: bool) -> Tensor:
-    """Depth-first, with the second layer from the centre's conv plus each member's flipped
-    input spikes (``es.flip_delta``): the centre's first-layer spikes are computed once per
-    chunk and piece, ``conv(s_c, W2)`` and every member's ``conv(s_c, B_c)`` once for the
-    chunk, and the kernel adds only the inputs where a member's spikes differ from the
-    centre's. Layers after the second run as in ``_depth_first``. Opt-in (not a default:
-    its float32 rounding differs from the dense conv's); needs the compiled kernel."""
-    from snn_es.es import flip_delta  # builds the C++ kernel at first use
-
-    first = _shared_first_layer(members, x, cfg, static_input, fused)
-    centre = hidden_layer(x, members.base["conv1.weight"], members.base["conv1.bias"], cfg,
-                          static_input, fused, heaviside)
-    shared = flip_delta.shared_conv(centre, members.base["conv2.weight"],
-                                    members.b["conv2.weight"])
-    later = {f"conv{i}.{kind}": _member_weights(members, f"conv{i}.{kind}")
-             for i in range(3, len(cfg.channels) + 1) for kind in ("weight", "bias")}
-    fc_weight, fc_bias = _member_weights(members, "fc.weight"), _member_weights(members, "fc.bias")
-    logits = []
-    for c in range(members.members):
-        h = flip_delta.member_layer(shared, first[c], members.a["conv2.weight"][c],
-                                    members.b["conv2.weight"][c], members.bias["conv2.bias"][c],
-                                    c, cfg)
-        for i in range(3, len(cfg.channels) + 1):
-            h = hidden_layer(h, later[f"conv{i}.weight"][c], later[f"conv{i}.bias"][c], cfg,
-                             False, fused, heaviside)
-        currents = F.linear(h.flatten(2), fc_weight[c], fc_bias[c])  # [T, B, K]
-        logits.append(output_layer(currents, cfg)[0])
-    return torch.stack(logits)
-
-
 LAYOUTS = ("depth_first", "layer_major", "flip_delta")
 
 
@@ -258,10 +243,8 @@ def population_forward(
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if layout == "layer_major" and isinstance(members, LowRankParams):
         return _layer_major(members, x, cfg, static_input, per_member_input, fused)
-    if (layout == "flip_delta" and isinstance(members, LowRankParams) and not per_member_input
-            and len(cfg.channels) >= 2):  # else nothing is shared: depth-first
-        return _flip_delta(members, x, cfg, static_input, fused)
-    return _depth_first(members, x, cfg, static_input, per_member_input, fused)
+    return _depth_first(members, x, cfg, static_input, per_member_input, fused,
+                        flip=layout == "flip_delta")
 
 
 def population_scores(logits: Tensor, labels: Tensor,
