@@ -1,7 +1,8 @@
 """A low-rank member's hidden layer (conv -> MaxPool(2) -> LIF) from the centre's conv plus
-the input spikes that flipped: one fused C++ kernel. **Not wired into the evaluators yet**
-(doing so changes every member's currents at float rounding, so every ES run reruns);
-``scripts/prototype_flip_delta_conv.py`` measures it on real data.
+the input spikes that flipped: one fused C++ kernel, the second layer of the ``flip_delta``
+evaluator (``population._depth_first`` with ``flip``; a mode of its own because it changes
+every member's currents at float rounding). ``scripts/prototype_flip_delta_conv.py``
+measures the kernel alone on real data.
 
 Why: with rank-r noise a member's weight is ``W + A B^T`` and its layer input is its own
 spike map ``s_m``, so every member runs a full conv (about half of a CIFAR-10 generation on
