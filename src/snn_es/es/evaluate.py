@@ -1,12 +1,12 @@
 """Population evaluators: ``sequential`` (one member at a time, the reference), ``chunked``
 (chunks of C members in one batched forward pass, ``snn_es.es.population``) and
 ``flip_delta`` (chunked, each low-rank member's second layer from the centre's conv plus its
-flipped input spikes: 1.2-1.5x faster on the CPU; ``population._depth_first`` with ``flip``).
+flipped input spikes: 1.05-1.5x faster on the CPU; ``population._depth_first`` with ``flip``).
 
-Both rebuild members from the strategy's counter-based noise and draw spikes from generators
+All three rebuild members from the strategy's counter-based noise and draw spikes from generators
 seeded by ``(seed, "spikes", generation[, member])``, so they see exactly the same weights
 and spikes and give the same fitness (up to float rounding), whatever the chunk size. The
-random draws happen before the forward pass, so every encoder works in both evaluators.
+random draws happen before the forward pass, so every encoder works in every evaluator.
 """
 
 from __future__ import annotations
