@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from snn_es.encoders import augment_images, encode
+from snn_es.errors import UserError
 from snn_es.es import flip_delta
 from snn_es.es.evaluate import PopulationTask, evaluate_population
 from snn_es.es.params import ParamLayout
@@ -385,15 +386,21 @@ def test_trajectory_is_independent_of_mode_and_chunk_size(tmp_path, encoder, spi
 
 
 @pytest.mark.parametrize("encoder", ["repeat", "poisson"])
-def test_flip_delta_mode_trains_as_the_chunked_mode_does(tmp_path, encoder):
+def test_flip_delta_mode_trains_as_the_chunked_mode_does(tmp_path, encoder, monkeypatch):
     """Mode flip_delta is the chunked evaluator with the second layer from the centre's conv
     plus each member's flipped spikes: the same run up to float32 rounding of the currents."""
     if not flip_delta.available():
         pytest.skip("the flip-delta kernel could not be built here")
     es = replace(TINY_ES, generations=4, rank=1)
     _, ref_rows, ref_theta = run(tmp_path, "chunked", es=es, mode="chunked", encoder=encoder)
+    calls = []  # the kernel really computes the second layer (no silent depth-first fallback)
+    kernel = flip_delta.member_layer
+    monkeypatch.setattr(flip_delta, "member_layer", lambda *a: calls.append(1) or kernel(*a))
     metrics, rows, theta = run(tmp_path, "flip_delta", es=es, mode="flip_delta",
                                encoder=encoder)
+    assert len(calls) == es.generations * es.population  # one call per member (one piece)
+    with pytest.raises(UserError, match=r"needs low-rank noise \(es.rank > 0\)"):
+        run(tmp_path, "flip_delta_dense", es=replace(es, rank=0), mode="flip_delta")
     assert metrics["finished"] and not torch.equal(ref_theta, initial_theta())
     torch.testing.assert_close(theta, ref_theta, rtol=0, atol=1e-6)
     for row, ref in zip(rows, ref_rows, strict=True):

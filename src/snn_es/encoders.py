@@ -34,6 +34,7 @@ import torch
 # One seeding rule for the whole project: re-exported so callers of the encoders need not
 # know where it lives. Use it as generator_from(run_seed, generation, sample[, member]).
 from snn_es.seeding import generator_from, seed_from
+from snn_es.settings import AUGMENTS
 
 __all__ = [
     "ENCODERS",
@@ -169,10 +170,11 @@ def augment_images(images: Tensor, kind: str, *keys: int | str) -> Tensor:
     filled by reflection). One coin (and shift) per image from the generator seeded by
     ``keys`` (a new minibatch, a new draw; see ``snn_es.seeding``); the coins come first, so
     ``flip_translate`` mirrors exactly the images that ``flip`` mirrors."""
+    if kind not in AUGMENTS:
+        raise ValueError(f"augment must be {', '.join(AUGMENTS[:-1])} or {AUGMENTS[-1]}, "
+                         f"got {kind!r}")
     if kind == "none":
         return images
-    if kind not in ("flip", "flip_translate"):
-        raise ValueError(f"augment must be none, flip or flip_translate, got {kind!r}")
     generator = generator_from(*keys)
     coins = torch.rand(len(images), generator=generator) < 0.5
     images = torch.where(coins[:, None, None, None], images.flip(-1), images)

@@ -26,6 +26,10 @@ NOISE_SCALES = ("absolute", "layer")
 FITNESSES = ("cross_entropy", "accuracy", "margin")
 SPIKE_NOISE = ("shared", "per_member")
 AUGMENTS = ("none", "flip", "flip_translate")
+# Population evaluators (a run's `mode`; snn_es.es.evaluate). flip_delta is chunked with the
+# flip-delta second layer, a mode of its own because its float32 rounding differs from
+# chunked's (so a committed chunked run stays reproducible)
+EVALUATORS = ("sequential", "chunked", "flip_delta")
 # snnTorch's own defaults: atan(alpha=2.0), fast_sigmoid(slope=25).
 DEFAULT_SURROGATE_SLOPE = {"atan": 2.0, "fast_sigmoid": 25.0}
 

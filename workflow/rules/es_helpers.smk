@@ -1,12 +1,13 @@
 # Helpers of the `es` stage (its rules are in es.smk).
 
 from snn_es.config import execution_settings, expand_runs, reusable_runs
+from snn_es.settings import EVALUATORS
 
 RUNS = expand_runs(config)
 GRID_RUNS = {run: spec for run, spec in RUNS.items() if run.startswith("es/")}
 REUSABLE_RUNS = reusable_runs(RUNS)  # what a study's base or a `peers` row may read
 EXECUTION = execution_settings(config)
-ES_MODES = ("sequential", "chunked", "flip_delta")
+ES_MODES = EVALUATORS
 
 
 def run_spec(wildcards):

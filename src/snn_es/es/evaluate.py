@@ -28,12 +28,9 @@ from snn_es.es.population import (
 from snn_es.es.strategy import OpenAIES
 from snn_es.models import snn_functional_forward
 from snn_es.seeding import generator_from
-from snn_es.settings import FITNESSES, SPIKE_NOISE, SNNSettings
+from snn_es.settings import EVALUATORS, FITNESSES, SPIKE_NOISE, SNNSettings
 
 STOCHASTIC_ENCODERS = ("poisson",)
-# flip_delta: chunked with the flip-delta second layer (population.py), its own mode because
-# its float32 rounding differs from chunked's (so a committed chunked run stays reproducible)
-EVALUATORS = ("sequential", "chunked", "flip_delta")
 
 
 @dataclass(frozen=True)

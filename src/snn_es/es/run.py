@@ -117,6 +117,10 @@ def run_es(
     checkpoint written so far is what a later call resumes from).
     """
     checkpoint_path = Path(checkpoint_path)
+    if mode == "flip_delta" and not es.rank:
+        raise UserError("ES mode flip_delta needs low-rank noise (es.rank > 0): with full-rank "
+                        "members there is no shared centre conv to start from; set es.rank: 1 "
+                        "or use mode chunked")
     if mode == "flip_delta" and not flip_delta.available():
         raise UserError("ES mode flip_delta needs the flip-delta kernel, which could not be "
                         "built here (see the warning above): install a C++ compiler and "
