@@ -278,7 +278,7 @@ def test_slurm_profile_builds_the_dag():
     grid = [run for run in expand_runs(check_config(
         yaml.safe_load((REPO / "config/config.yaml").read_text()),
         REPO / "workflow/schemas/config.schema.yaml")) if run.startswith("es/")]
-    assert planned_jobs(proc)["run_es"] == len(grid) == 18  # the whole default grid
+    assert planned_jobs(proc)["run_es"] == len(grid) == 21  # the whole default grid
 
 
 def test_a_dataset_added_through_config_alone_runs_the_whole_chain(tmp_path, tiny_mirror,

@@ -100,13 +100,13 @@ def test_one_merge_for_every_run():
     config["es"]["lr"] = 1  # an int for a float setting: the same as 1.0
     config["es_grid"][1]["es"]["lr"] = 0.02
     specs = _specs(config)
-    poisson = specs["es/cifar10/poisson/big/chunked/seed0"]
+    poisson = specs["es/cifar10/poisson/big/flip_delta/seed0"]
     grid_generations = config["es_grid"][1]["es"]["generations"]
     assert grid_generations != config["es"]["generations"]  # else the check below can't fail
     assert poisson["es"]["generations"] == grid_generations  # the grid entry's change wins
     assert poisson["es"]["lr"] == 0.02  # the grid entry's lr wins over the section's
-    mnist = specs["es/mnist/repeat/big/chunked/seed0"]
-    cifar = specs["es/cifar10/repeat/big/chunked/seed2"]
+    mnist = specs["es/mnist/repeat/big/flip_delta/seed0"]
+    cifar = specs["es/cifar10/repeat/big/flip_delta/seed2"]
     assert cifar["es"]["lr"] == 1.0 and isinstance(cifar["es"]["lr"], float)
     assert mnist["snn"]["channels"] == [8, 16]  # the dataset's override
     assert list(mnist) == sorted(mnist) and list(mnist["es"]) == sorted(mnist["es"])
