@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from snn_es.benchmark import _setup, network_flops, run_benchmark
+from snn_es.es import flip_delta
 from snn_es.es.evaluate import PopulationTask, evaluate_population
+from snn_es.es.run import es_minibatch
 from snn_es.settings import SNNSettings
 
 
@@ -24,12 +26,22 @@ def test_benchmark_runs_on_a_tiny_size():
     frame = run_benchmark({"mnist": mnist}, ["poisson", "repeat"], population=4, batch=4,
                           chunk_sizes=[2, 4], repeats=1, memory_chunks=[2],
                           scaling_populations=(2, 4), scaling_batch=2, scaling_chunk=2,
-                          scaling_encoders=("repeat",), image_chunks=(2, 4))
+                          scaling_encoders=("repeat",), image_chunks=(2, 4), rounds=2)
     timed = frame[frame["evals_per_s"].notna() & (frame["implementation"] != "scaling_lowrank_r1")]
-    assert set(timed["implementation"]) == {"snntorch_loop", "sequential", "chunked",
-                                            "chunked_eager", "chunked_lowrank_r1",
-                                            "chunked_lowrank_r1_layer_major", "inference_limit"}
-    assert len(timed) == 14 and (timed["evals_per_s"] > 0).all()
+    rows = {"snntorch_loop", "sequential", "chunked", "chunked_eager", "chunked_lowrank_r1",
+            "chunked_lowrank_r1_layer_major", "inference_limit"}
+    if flip_delta.available():  # its C++ kernel builds where a compiler is
+        rows.add("chunked_lowrank_r1_flip_delta")
+    assert set(timed["implementation"]) == rows
+    assert len(timed) == 2 * len(rows) and (timed["evals_per_s"] > 0).all()
+    assert set(frame["images"]) == {"random"}
+    # both sides of every target ratio are timed again in shared rounds; the rows no target
+    # reads keep their selection time
+    once = {"chunked_eager", "chunked_lowrank_r1_layer_major"}
+    assert set(timed[timed.implementation.isin(once)]["timing"]) == {
+        "fastest setting, timed once"}
+    assert set(timed[~timed.implementation.isin(once)]["timing"]) == {
+        "median of 2 rotating rounds"}
     loop = timed[timed.implementation == "snntorch_loop"]
     assert (loop["ratio_to_snntorch_loop"] == 1).all()
     limit = timed[timed.implementation == "inference_limit"]
@@ -42,6 +54,24 @@ def test_benchmark_runs_on_a_tiny_size():
     curve = frame[frame["implementation"] == "scaling_lowrank_r1"]
     assert list(curve["P"]) == [2, 4] and set(curve["encoder"]) == {"repeat"}
     assert (curve["peak_memory_mb"] > 0).all() and (curve["evals_per_s"] > 0).all()
+
+
+def test_benchmark_times_the_first_es_minibatch_of_real_images():
+    """Given a subset's training images, every row times ES generation 0's minibatch of them
+    (the images the flip-delta row's work depends on), and the table says so."""
+    cfg = SNNSettings(input_shape=(1, 8, 8), channels=(2, 4), num_steps=2)
+    gen = torch.Generator().manual_seed(0)
+    train = (torch.randint(0, 256, (12, 1, 8, 8), generator=gen, dtype=torch.uint8),
+             torch.randint(0, 10, (12,), generator=gen))
+    images, labels = _setup(cfg, 4, 6, train=train)[4:]
+    expected_images, expected_labels = es_minibatch(*train, seed=0, generation=0, batch_size=6)
+    assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+    frame = run_benchmark({"tiny": cfg}, ["repeat"], population=4, batch=6, chunk_sizes=[2],
+                          repeats=1, memory_chunks=[], train={"tiny": train},
+                          images_label="subset test")
+    assert set(frame["images"]) == {"subset test"} and (frame["evals_per_s"] > 0).all()
+    with pytest.raises(ValueError, match="benchmark.batch = 16 but the subset has only 12"):
+        _setup(cfg, 4, 16, train=train)
 
 
 @pytest.mark.parametrize("fused", [False, True])

@@ -190,3 +190,19 @@ def test_minibatches_must_fit_in_the_subset(default_config):
     with pytest.raises(ConfigError, match=r"es\.readout_batch_size 4096 is larger than the "
                                           r"2048 training images of subset 'big'"):
         check_config(default_config, SCHEMA)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"subset": "huge"}, r"^config\.benchmark\.subset: 'huge' is not one of the subsets "
+                         r"\['small', 'big'\] \(null: uniform noise\)$"),
+    ({"subset": "small", "batch": 1024},
+     r"^config\.benchmark\.batch: 1024 is larger than the 512 training images of subset "
+     r"'small'$"),
+])
+def test_the_benchmark_subset_must_exist_and_hold_its_minibatch(default_config, change,
+                                                                 message):
+    default_config["benchmark"].update(change)
+    with pytest.raises(ConfigError, match=message):
+        check_config(default_config, SCHEMA)
+    default_config["benchmark"]["subset"] = None  # uniform noise: nothing to check
+    check_config(default_config, SCHEMA)

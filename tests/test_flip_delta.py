@@ -71,3 +71,23 @@ def test_mixed_dtypes_are_refused_with_a_clear_error():
     shared = flip_delta.shared_conv(centre, weight, b)
     with pytest.raises(RuntimeError, match="one dtype"):
         flip_delta.member_layer(shared, spikes[0].float(), a[0], b[0], bias[0], 0, cfg)
+
+
+def test_the_spikes_do_not_depend_on_the_thread_count():
+    """The kernel splits the images over torch's threads: each image's arithmetic stays the
+    same, so float32 spikes are identical on 1 and 2 threads (a run does not change with
+    the machine's core count)."""
+    centre, spikes, weight, a, b, bias = _problem(torch.float32, 1, 8)
+    cfg = SNNSettings(channels=(8, 16), num_steps=centre.shape[0])
+    shared = flip_delta.shared_conv(centre, weight, b)
+    threads = torch.get_num_threads()
+    try:
+        got = {}
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            got[count] = [flip_delta.member_layer(shared, spikes[m], a[m], b[m], bias[m], m, cfg)
+                          for m in range(spikes.shape[0])]
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(one, two) for one, two in zip(got[1], got[2], strict=True))
+    assert any(bool(s.any()) for s in got[1])  # not trivially equal: some neurons fire

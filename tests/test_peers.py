@@ -143,7 +143,7 @@ def test_the_peers_section_validates_and_gives_every_implementation_the_same_bud
     seeds = config["peers"]["seeds"]
     assert len(seeds) >= 3  # headline numbers are seed means
     assert sorted(runs) == sorted(f"peers/{impl}/seed{seed}" for seed in seeds
-                                  for impl in ("snn_es", "snn_es_flip_delta", "evotorch_snes",
+                                  for impl in ("snn_es", "snn_es_chunked", "evotorch_snes",
                                                "evotorch_pgpe"))
     for run, spec in runs.items():
         es = spec["es"]
@@ -152,11 +152,15 @@ def test_the_peers_section_validates_and_gives_every_implementation_the_same_bud
         assert spec["snn"]["num_steps"] == 4 and spec["snn"]["channels"] == [16, 32]
         assert es["eval_every"] == 25
     own = runs["peers/snn_es/seed0"]
-    # the project's row is the default strategy (top-level `es`) at the shared budget
-    assert own["mode"] == "chunked" and own["es"]["sigma"] == config["es"]["sigma"]
-    # the flip-delta row: the same strategy and problem, only the evaluator differs
-    assert runs["peers/snn_es_flip_delta/seed0"] == {**own, "implementation": "snn_es_flip_delta",
-                                                     "mode": "flip_delta"}
+    # the project's row is the default strategy (top-level `es`) at the shared budget, with
+    # the evaluator of the default grid's headline cells
+    grid_modes = {mode for entry in config["es_grid"] if "big" in entry["subsets"]
+                  for mode in entry["modes"]}
+    assert grid_modes == {own["mode"]} == {"flip_delta"}
+    assert own["es"]["sigma"] == config["es"]["sigma"]
+    # the chunked row: the same strategy and problem, only the evaluator differs
+    assert runs["peers/snn_es_chunked/seed0"] == {**own, "implementation": "snn_es_chunked",
+                                                  "mode": "chunked"}
     assert runs["peers/evotorch_snes/seed1"]["evotorch"] == {"stdev_init": 0.02}
     assert "sigma" not in runs["peers/evotorch_pgpe/seed0"]["es"]  # not EvoTorch's setting
     # key order does not matter; the section's defaults are EvoTorch's block in the config
@@ -179,7 +183,7 @@ def test_schema_defaults_match_the_library_defaults():
 @pytest.mark.parametrize("change, message", [
     ({"implementations": ["snn_es", "evotorch_cmaes"]},
      r"^config\.peers\.implementations\.1: 'evotorch_cmaes' is not one of \['snn_es', "
-     r"'snn_es_flip_delta', 'evotorch_snes', 'evotorch_pgpe'\]$"),
+     r"'snn_es_chunked', 'evotorch_snes', 'evotorch_pgpe'\]$"),
     ({"subset": "huge"}, r"^config\.peers\.subset: 'huge' is not one of the enabled subsets"),
     ({"es": {"batch_size": 4096}},
      r"^config\.peers\.es\.batch_size: 4096 is larger than the 2048 training images"),
@@ -216,7 +220,7 @@ def test_snakemake_plans_the_peers_target_outside_all(tmp_path, tiny_mirror):
 
 
 def test_the_projects_row_reads_the_run_with_its_settings(tmp_path, tiny_mirror):
-    """A `snn_es` peer whose settings are exactly a grid cell's or scaling point's is that
+    """A project row whose settings are exactly a grid cell's or scaling point's is that
     run (it would be bit-identical), so the side-by-side does not repeat it; other seeds get
     their own job. A study's base with the same settings is no such run: it reads one too."""
     from snn_es.config import expand_runs, reusable_runs, same_es_run
@@ -226,23 +230,25 @@ def test_the_projects_row_reads_the_run_with_its_settings(tmp_path, tiny_mirror)
     grid = reusable_runs(every_run)
     # the lever study's base has the peers' settings too, so only reusable_runs keeps the
     # peers from reading a study run (which itself reads the scaling point)
-    assert same_es_run(runs["peers/snn_es/seed0"], every_run).startswith("ablation/")
+    assert same_es_run(runs["peers/snn_es_chunked/seed0"], every_run).startswith("ablation/")
     assert not any(run.startswith("ablation/") for run in grid)
     for seed in (0, 1, 2):  # the default config: the scaling points at the peers' budget
-        assert same_es_run(runs[f"peers/snn_es/seed{seed}"], grid) == \
+        assert same_es_run(runs[f"peers/snn_es_chunked/seed{seed}"], grid) == \
             f"scaling/cifar10/repeat/p64_b128/e2457600/seed{seed}"
+    # the flip_delta row: no grid cell or scaling point runs 2.46M with that evaluator
+    assert same_es_run(runs["peers/snn_es/seed0"], grid) is None
     assert same_es_run(runs["peers/evotorch_snes/seed0"], grid) is None
     changed = default_config()
     changed["peers"]["es"]["generations"] = 100
-    assert same_es_run(peer_runs(_checked(changed))["peers/snn_es/seed0"], grid) is None
+    assert same_es_run(peer_runs(_checked(changed))["peers/snn_es_chunked/seed0"], grid) is None
 
     config = tiny_config(tiny_mirror)  # its grid has tinygray repeat small chunked, seed 0
     config["peers"] = {"dataset": "tinygray", "encoder": "repeat", "subset": "small",
-                       "seeds": [0, 1], "implementations": ["snn_es", "evotorch_snes"]}
+                       "seeds": [0, 1], "implementations": ["snn_es_chunked", "evotorch_snes"]}
     proc = run_snakemake(tmp_path, config, "peers", "--dry-run")
     text = proc.stdout + proc.stderr
-    assert planned_jobs(proc)["run_peer"] == 3  # snn_es seed 1, SNES seeds 0 and 1
-    assert "results/peers/snn_es/seed0/metrics.json" not in text
+    assert planned_jobs(proc)["run_peer"] == 3  # snn_es_chunked seed 1, SNES seeds 0 and 1
+    assert "results/peers/snn_es_chunked/seed0/metrics.json" not in text
     assert "results/es/tinygray/repeat/small/chunked/seed0/metrics.json" in text
 
 

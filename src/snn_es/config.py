@@ -25,9 +25,10 @@ from snn_es.settings import ESSettings, ExecutionSettings, SNNSettings, canonica
 ENCODERS = ("poisson", "deterministic", "repeat", "latency")
 GRID_KEYS = ("datasets", "encoders", "subsets", "modes", "seeds")
 # The side-by-side with an established ES library (config section `peers`, snn_es.peers).
-PEER_IMPLEMENTATIONS = ("snn_es", "snn_es_flip_delta", "evotorch_snes", "evotorch_pgpe")
-# The project's own rows -> their population evaluator (`run_es`'s mode)
-PEER_PROJECT_MODES = {"snn_es": "chunked", "snn_es_flip_delta": "flip_delta"}
+PEER_IMPLEMENTATIONS = ("snn_es", "snn_es_chunked", "evotorch_snes", "evotorch_pgpe")
+# The project's own rows -> their population evaluator (`run_es`'s mode): snn_es has the
+# default grid's, snn_es_chunked the chunked one (the scaling points and studies use it)
+PEER_PROJECT_MODES = {"snn_es": "flip_delta", "snn_es_chunked": "chunked"}
 PEER_EVOTORCH = {"evotorch_snes": "snes", "evotorch_pgpe": "pgpe"}  # -> `peers.evotorch` key
 # The `es` keys that define the problem and budget of an EvoTorch run (the rest configure
 # the project's strategy, so changing them reruns only the `snn_es` rows).
@@ -123,6 +124,7 @@ def check_cross_references(config: dict[str, Any]) -> None:
     check_diagnostics(config)
     check_peers(config)
     check_scaling(config)
+    check_benchmark(config)
     seen: set[str] = set()
     for i, study in enumerate(config.get("ablation") or []):
         if study["study"] in seen:
@@ -165,6 +167,21 @@ def check_diagnostics(config: dict[str, Any]) -> None:
         if section.get(key, 0) > train:
             raise ConfigError(f"config.diagnostics.{key}: {section[key]} is larger than the "
                               f"{train} training images of subset '{subset}'")
+
+
+def check_benchmark(config: dict[str, Any]) -> None:
+    """The `benchmark` subset, if any, must exist and hold its minibatch of B images."""
+    section = config.get("benchmark") or {}
+    subset = section.get("subset")
+    if subset is None:
+        return
+    if subset not in config["subsets"]:
+        raise ConfigError(f"config.benchmark.subset: '{subset}' is not one of the subsets "
+                          f"{list(config['subsets'])} (null: uniform noise)")
+    train, batch = config["subsets"][subset]["train"], section.get("batch", 128)
+    if batch > train:
+        raise ConfigError(f"config.benchmark.batch: {batch} is larger than the {train} "
+                          f"training images of subset '{subset}'")
 
 
 def check_scaling(config: dict[str, Any]) -> None:
@@ -359,9 +376,9 @@ def reusable_runs(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def same_es_run(peer: dict[str, Any], runs: dict[str, dict[str, Any]]) -> str | None:
-    """The run of ``runs`` with exactly the ``snn_es`` peer's settings, if there is one
-    (``same_spec_run``)."""
-    if peer["implementation"] != "snn_es":
+    """The run of ``runs`` with exactly a project row's settings (``snn_es``,
+    ``snn_es_chunked``), if there is one (``same_spec_run``)."""
+    if peer["implementation"] not in PEER_PROJECT_MODES:
         return None
     return same_spec_run({k: v for k, v in peer.items() if k != "implementation"}, runs)
 
@@ -376,8 +393,8 @@ def peer_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
     Every implementation gets the same problem and budget: ``snn`` <- overrides <- the
     section's ``snn``; ``es`` <- the section's ``es`` (as a grid entry's), so the project's own
-    rows (``snn_es``, a chunked ``run_es``; ``snn_es_flip_delta``, the same with the
-    flip-delta evaluator) are the default strategy at that budget. EvoTorch rows
+    rows (``snn_es``, a ``run_es`` with the grid's flip_delta evaluator;
+    ``snn_es_chunked``, the same with the chunked one) are the default strategy at that budget. EvoTorch rows
     add their block of ``peers.evotorch`` (floats canonical, as in ``es``).
     """
     section = config.get("peers")

@@ -10,11 +10,12 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from snn_es.config import PEER_PROJECT_MODES
 from snn_es.report import _save, plt
 
-ORDER = ("snn_es", "snn_es_flip_delta", "evotorch_snes", "evotorch_pgpe")
-LABELS = {"snn_es": "snn_es (this project's ES)",
-          "snn_es_flip_delta": "snn_es, flip-delta evaluator", "evotorch_snes": "EvoTorch SNES",
+ORDER = ("snn_es", "snn_es_chunked", "evotorch_snes", "evotorch_pgpe")
+LABELS = {"snn_es": "snn_es (this project's ES, flip-delta evaluator)",
+          "snn_es_chunked": "snn_es, chunked evaluator", "evotorch_snes": "EvoTorch SNES",
           "evotorch_pgpe": "EvoTorch PGPE"}
 COLUMNS = ("implementation", "settings", "evaluations", "readout_evaluations", "seed",
            "final_test_acc",
@@ -26,9 +27,11 @@ def _metrics(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def implementation_of(spec: dict[str, Any]) -> str:
-    """A peer run's implementation; an ES run of the grid read as the ``snn_es`` row has no
-    such key (``config.same_es_run``)."""
-    return spec.get("implementation", "snn_es")
+    """A peer run's implementation; an ES run of the grid or a scaling point read as a
+    project row has no such key (``config.same_es_run``): its mode says which row."""
+    if "implementation" in spec:
+        return spec["implementation"]
+    return next(impl for impl, mode in PEER_PROJECT_MODES.items() if mode == spec["mode"])
 
 
 def settings_string(spec: dict[str, Any]) -> str:

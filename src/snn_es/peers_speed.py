@@ -57,7 +57,7 @@ def generation_speeds(implementation: str, subset: dict[str, Tensor], cfg: SNNSe
     if implementation in (*PEER_PROJECT_MODES, FULL_GENERATIONS_ONLY):
         if implementation == FULL_GENERATIONS_ONLY:
             short = replace(short, readout_steps=0, perturb_readout=True)
-        mode = PEER_PROJECT_MODES.get(implementation, "chunked")
+        mode = PEER_PROJECT_MODES.get(implementation, PEER_PROJECT_MODES["snn_es"])
         with tempfile.TemporaryDirectory() as scratch:
             _, rows, _ = run_es(subset, cfg, short, encoder, seed, mode,
                                 Path(scratch) / "checkpoint.pt", execution, progress=False)

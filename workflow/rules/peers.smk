@@ -1,7 +1,8 @@
 # ES side by side with an established library (config section `peers`; target `peers`,
 # not part of `all`). Every implementation trains the same SNN on the same subset, from the
 # same initial weights, on the same minibatches and spikes, at the same member-image budget:
-# `snn_es` is the project's own ES (a chunked run_es), `evotorch_snes` / `evotorch_pgpe`
+# `snn_es` is the project's own ES (run_es, the grid's flip_delta evaluator; `snn_es_chunked`
+# the same with the chunked one), `evotorch_snes` / `evotorch_pgpe`
 # are EvoTorch's strategies on the project's batched forward (snn_es.peers). EvoTorch is an
 # optional dependency: `./uv run --group peers snakemake --cores 2 peers`.
 
@@ -19,7 +20,7 @@ rule run_peer:
     log:
         "logs/peers/{implementation}/seed{seed}.log",
     wildcard_constraints:
-        implementation="snn_es|snn_es_flip_delta|evotorch_snes|evotorch_pgpe",
+        implementation="|".join(PEER_IMPLEMENTATIONS),
         seed=r"\d+",
     conda:
         "../../envs/snn-es-peers.yaml"

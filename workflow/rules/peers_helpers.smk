@@ -1,7 +1,7 @@
 # Helpers of the `peers` stage (its rules are in peers.smk): the side-by-side of the
 # project's ES with EvoTorch's SNES and PGPE (config section `peers`).
 
-from snn_es.config import peer_runs, same_es_run
+from snn_es.config import PEER_IMPLEMENTATIONS, peer_runs, same_es_run
 
 PEER_RUNS = peer_runs(config)
 PEER_SPEED = (config.get("peers") or {}).get("speed")  # null: no speed table

@@ -90,6 +90,7 @@ rule studies:
 rule benchmark:
     input:
         info=cached_datasets(),
+        subsets=benchmark_subsets(),
         code=library(
             "settings",
             "lif",

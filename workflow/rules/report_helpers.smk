@@ -73,6 +73,16 @@ def study_targets():
     )
 
 
+def benchmark_subsets():
+    """The subset whose training images the benchmark times, per enabled dataset (in the
+    order of cached_datasets()); none where `benchmark.subset` is null (uniform noise)."""
+    subset = config["benchmark"].get("subset")
+    if subset is None:
+        return []
+    return [rules.materialize_subset.output.tensors.format(dataset=name, subset=subset)
+            for name in DATASETS]
+
+
 def benchmark_networks():
     """Each enabled dataset's SNN settings (`snn` + overrides); shapes come from its info."""
     return {name: snn_settings(config, name) for name in DATASETS}

@@ -3,6 +3,7 @@ together in rounds (results/tables/es_peers_speed.csv; snn_es.peers_speed)."""
 
 import torch
 
+from snn_es.config import PEER_PROJECT_MODES
 from snn_es.job import snakemake_job
 from snn_es.peers import require_evotorch
 from snn_es.peers_speed import measure_speeds
@@ -12,7 +13,7 @@ from snn_es.subsets import load_subset
 
 with snakemake_job(snakemake):
     specs, speed = snakemake.params.specs, snakemake.params.speed
-    if any(name != "snn_es" for name in specs):
+    if any(name not in PEER_PROJECT_MODES for name in specs):
         require_evotorch()  # one clear line before any work if the group is not installed
     # One thread, as every run of the study has; the job holds both cores (profile) so that
     # nothing runs beside it while it is timed.

@@ -1,5 +1,6 @@
 """Snakemake job: one run of the side-by-side (config section `peers`): the project's ES
-(`snn_es`, a chunked run_es; `snn_es_flip_delta`, its flip-delta evaluator) or EvoTorch's SNES / PGPE (snn_es.peers), from its spec."""
+(`snn_es`, run_es with the grid's flip_delta evaluator; `snn_es_chunked`, with the chunked
+one) or EvoTorch's SNES / PGPE (snn_es.peers), from its spec."""
 
 import json
 from pathlib import Path

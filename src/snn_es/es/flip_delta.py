@@ -38,6 +38,7 @@ RESETS = {"subtract": 1, "zero": 2}  # the hidden layers' (SNNSettings.reset_mec
 
 _SOURCE = r"""
 #include <torch/extension.h>
+#include <ATen/Parallel.h>
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -50,12 +51,15 @@ _SOURCE = r"""
 // only: no division per flip.
 // CC, OO, RR, KK: C, O, R, K as compile-time constants for the shapes the configs use (the
 // loops then unroll and vectorize: ~4x faster), 0 for any other shape (runtime values).
+// Images first .. last - 1 of the batch; images are independent (each has its own
+// neurons), so member_layer splits them over torch's intra-op threads.
 template <typename T, int RESET, int CC, int OO, int RR, int KK>
-void member_layer(const T* __restrict m, const T* __restrict c, const T* __restrict base,
-                  const T* __restrict corr_in, const T* __restrict w, const T* __restrict b,
-                  const T* __restrict a_t, const T* __restrict bias, T* __restrict out,
-                  int64_t steps, int64_t batch, int64_t H, int64_t W, int64_t C_, int64_t O_,
-                  int64_t R_, int64_t K_, int64_t S, int64_t offset, T beta, T thr) {
+void member_images(const T* __restrict m, const T* __restrict c, const T* __restrict base,
+                   const T* __restrict corr_in, const T* __restrict w, const T* __restrict b,
+                   const T* __restrict a_t, const T* __restrict bias, T* __restrict out,
+                   int64_t steps, int64_t batch, int64_t H, int64_t W, int64_t C_, int64_t O_,
+                   int64_t R_, int64_t K_, int64_t S, int64_t offset, T beta, T thr,
+                   int64_t first, int64_t last) {
   const int64_t C = CC ? CC : C_, O = OO ? OO : O_, R = RR ? RR : R_, K = KK ? KK : K_;
   const int64_t pad = K / 2, P = W + 2 * pad, Hp = H / 2, Wp = W / 2;
   // tiles padded by `pad` on each side, so a flip's K x K outputs need no bounds checks
@@ -63,7 +67,7 @@ void member_layer(const T* __restrict m, const T* __restrict c, const T* __restr
   T* __restrict cur = cur_v.data();
   T* __restrict corr = corr_v.data();
   T* __restrict mem = mem_v.data();
-  for (int64_t img = 0; img < batch; ++img) {
+  for (int64_t img = first; img < last; ++img) {
     std::fill(mem_v.begin(), mem_v.end(), T(0));
     for (int64_t t = 0; t < steps; ++t) {
       const int64_t n = t * batch + img;
@@ -126,6 +130,21 @@ void member_layer(const T* __restrict m, const T* __restrict c, const T* __restr
   }
 }
 
+// The whole batch: every image's arithmetic is the same whatever the thread count (the
+// same spikes); a separate function per range keeps the restrict-qualified loops intact
+// (a lambda body capturing the pointers ran 2x slower on one thread).
+template <typename T, int RESET, int CC, int OO, int RR, int KK>
+void member_layer(const T* m, const T* c, const T* base, const T* corr_in, const T* w,
+                  const T* b, const T* a_t, const T* bias, T* out, int64_t steps,
+                  int64_t batch, int64_t H, int64_t W, int64_t C_, int64_t O_, int64_t R_,
+                  int64_t K_, int64_t S, int64_t offset, T beta, T thr) {
+  at::parallel_for(0, batch, 1, [=](int64_t first, int64_t last) {
+    member_images<T, RESET, CC, OO, RR, KK>(m, c, base, corr_in, w, b, a_t, bias, out, steps,
+                                            batch, H, W, C_, O_, R_, K_, S, offset, beta, thr,
+                                            first, last);
+  });
+}
+
 void flip_delta_layer(torch::Tensor out, torch::Tensor member, torch::Tensor centre,
                       torch::Tensor base, torch::Tensor corr, int64_t offset, torch::Tensor weight,
                       torch::Tensor b, torch::Tensor a_t, torch::Tensor bias, int64_t steps,
@@ -159,17 +178,22 @@ void flip_delta_layer(torch::Tensor out, torch::Tensor member, torch::Tensor cen
 @functools.cache
 def _extension():
     """The compiled kernel (built at first use, cached on disk by torch), or None with one
-    warning where it cannot be built (no C++ compiler or ninja)."""
-    try:
-        from torch.utils.cpp_extension import load_inline
+    warning where it cannot be built (no C++ compiler or ninja). With OpenMP its images run
+    on torch's intra-op threads (``at::parallel_for`` is serial without ``-fopenmp``);
+    where the compiler has no OpenMP it is built serial (the same spikes, one thread)."""
+    from torch.utils.cpp_extension import load_inline
 
-        return load_inline("snn_es_flip_delta", cpp_sources=_SOURCE,
-                           functions=["flip_delta_layer"], extra_cflags=["-O3", "-march=native"])
-    except Exception as error:  # noqa: BLE001 - any build failure: report it, return None
-        warnings.warn(f"the flip-delta kernel could not be built ({type(error).__name__}: "
-                      f"{str(error).splitlines()[0] if str(error) else ''}); install a C++ "
-                      "compiler and ninja to use it", RuntimeWarning, stacklevel=3)
-        return None
+    for name, flags in (("snn_es_flip_delta", ["-fopenmp"]), ("snn_es_flip_delta_serial", [])):
+        try:
+            return load_inline(name, cpp_sources=_SOURCE, functions=["flip_delta_layer"],
+                               extra_cflags=["-O3", "-march=native", *flags],
+                               extra_ldflags=flags)
+        except Exception as failure:  # noqa: BLE001 - any build failure: try the next flags
+            error = failure
+    warnings.warn(f"the flip-delta kernel could not be built ({type(error).__name__}: "
+                  f"{str(error).splitlines()[0] if str(error) else ''}); install a C++ "
+                  "compiler and ninja to use it", RuntimeWarning, stacklevel=3)
+    return None
 
 
 def available() -> bool:
