@@ -320,7 +320,7 @@ def run_benchmark(networks: dict[str, SNNSettings], encoders: list[str], populat
                                 image_chunks[0], train.get(dataset))
     frame = pd.DataFrame(rows)
     frame["flops_share"] = frame["gflops_per_s"] * 1e9 / matmul
-    frame["images"] = images_label if train else "random"
+    frame["images"] = images_label if train else "random"  # what the rows were timed on
     frame["threads"] = torch.get_num_threads()
     frame["matmul_gflops_per_s"] = matmul / 1e9
     frame["device_name"] = (torch.cuda.get_device_name(torch.device(device))
@@ -365,8 +365,8 @@ def main(argv: list[str] | None = None) -> None:
     frame = run_benchmark(networks, args.encoders, args.population, args.batch, args.chunks,
                           args.repeats, [], args.low_rank, tuple(args.scaling_populations),
                           args.scaling_batch, args.scaling_chunk, tuple(args.scaling_encoders),
-                          args.device, tuple(args.image_chunks), train,
-                          args.subset and args.subset.format(dataset="{dataset}"), args.rounds)
+                          args.device, tuple(args.image_chunks), train, args.subset or "random",
+                          args.rounds)
     from snn_es.report import write_csv
 
     write_csv(frame, args.out)

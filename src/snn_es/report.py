@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from snn_es.io import atomic_write_bytes, atomic_write_text, sha256_file  # noqa: E402
+from snn_es.settings import EVALUATORS  # noqa: E402
 
 ES_KEYS = ["dataset", "encoder", "subset", "mode", "seed"]
 # member_sample_evaluations: full member-image evaluations (the budget);
@@ -168,8 +169,6 @@ def plot_repeat_control(metrics_paths: Iterable[str], path: str | os.PathLike,
 
 def plot_mode_timing(timing: pd.DataFrame, path: str | os.PathLike) -> None:
     """Wall time of each population evaluator (ES mode) for the same runs."""
-    from snn_es.settings import EVALUATORS
-
     frame = timing.copy()
     frame["run"] = frame["dataset"] + "/" + frame["encoder"] + "/" + frame["subset"]
     table = frame.pivot_table(index="run", columns="mode", values="wall_s", aggfunc="mean")

@@ -27,7 +27,7 @@ with snakemake_job(snakemake):
         low_rank=s["low_rank"], scaling_populations=tuple(s["scaling_populations"]),
         scaling_batch=s["scaling_batch"], scaling_chunk=s["scaling_chunk"],
         scaling_encoders=tuple(s["scaling_encoders"]), image_chunks=tuple(s["image_chunks"]),
-        train=train or None, images_label=f"subset {s['subset']}" if train else "random",
+        train=train, images_label=f"subset {s['subset']}",
         rounds=s["rounds"],
     )
     write_csv(frame, snakemake.output.throughput)
