@@ -48,6 +48,7 @@ from typing import Any, Callable
 import pandas as pd
 import torch
 
+from snn_es.allocator import keep_freed_memory
 from snn_es.encoders import encode
 from snn_es.es import flip_delta
 from snn_es.es.evaluate import PopulationTask, evaluate_population
@@ -292,6 +293,7 @@ def run_benchmark(networks: dict[str, SNNSettings], encoders: list[str], populat
     ``train``: dataset name -> a subset's training images and labels (``images_label``
     names them in the table); None: uniform noise."""
     train = train or {}
+    keep_freed_memory()  # every row, the loop included, on the allocator ES runs use
     torch.manual_seed(0)
     matmul = matmul_flops_per_s(torch.device(device))
     rows = []

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from snn_es.allocator import keep_freed_memory
 from snn_es.config import PEER_PROJECT_MODES
 from snn_es.es.run import run_es
 from snn_es.peers import run_peer
@@ -77,6 +78,7 @@ def measure_speeds(specs: dict[str, dict[str, Any]], subset: dict[str, Tensor],
     if generations < 2 or rounds < 1:
         raise ValueError(f"peers.speed needs generations >= 2 and rounds >= 1, got "
                          f"{generations} and {rounds}")
+    keep_freed_memory()  # every implementation on the allocator ES runs use
     if "snn_es" in specs:
         specs = {**specs, FULL_GENERATIONS_ONLY: specs["snn_es"]}
     names = list(specs)

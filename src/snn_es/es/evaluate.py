@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from snn_es.allocator import keep_freed_memory
 from snn_es.encoders import encode
 from snn_es.es.params import ParamLayout
 from snn_es.es.population import (
@@ -192,7 +193,9 @@ def evaluate_population(
     layout: str | None = None,
     image_chunk: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Dispatch to the evaluator called ``mode`` (``sequential`` or ``chunked``)."""
+    """Dispatch to the evaluator called ``mode`` (``sequential``, ``chunked`` or
+    ``flip_delta``), with freed tensor memory kept in the process (``allocator``)."""
+    keep_freed_memory()
     if mode == "sequential":
         return evaluate_sequential(strategy, generation, images, labels, task)
     if mode == "chunked":

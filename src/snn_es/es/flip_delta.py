@@ -23,14 +23,14 @@ use it (dense noise: every member's conv is a full conv), so it is a speed-up of
 
 from __future__ import annotations
 
-import functools
-import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from snn_es.es import native
+from snn_es.es.native import nhwc
 from snn_es.lif import lif_constants
 from snn_es.settings import SNNSettings
 
@@ -117,12 +117,7 @@ void member_images(const T* __restrict m, const T* __restrict c, const T* __rest
               for (int64_t j = 0; j < R; ++j) v += a_t[j * O + o] * corr[q[k] * R + j];
               in = std::max(in, v);
             }
-            const T prev = mm[o];
-            const T fired = prev - thr > T(0) ? T(1) : T(0);
-            const T next = RESET == 1 ? (beta * prev + in) - fired * thr
-                                      : beta * ((T(1) - fired) * prev) + in;
-            mm[o] = next;
-            sp[o] = next - thr > T(0) ? T(1) : T(0);
+            leaky_step<RESET, T>(mm + o, in, sp + o, beta, thr);
           }
         }
       }
@@ -175,34 +170,12 @@ void flip_delta_layer(torch::Tensor out, torch::Tensor member, torch::Tensor cen
 """
 
 
-@functools.cache
 def _extension():
-    """The compiled kernel (built at first use, cached on disk by torch), or None with one
-    warning where it cannot be built (no C++ compiler or ninja). With OpenMP its images run
-    on torch's intra-op threads (``at::parallel_for`` is serial without ``-fopenmp``);
-    where the compiler has no OpenMP it is built serial (the same spikes, one thread)."""
-    from torch.utils.cpp_extension import load_inline
-
-    for name, flags in (("snn_es_flip_delta", ["-fopenmp"]), ("snn_es_flip_delta_serial", [])):
-        try:
-            return load_inline(name, cpp_sources=_SOURCE, functions=["flip_delta_layer"],
-                               extra_cflags=["-O3", "-march=native", *flags],
-                               extra_ldflags=flags)
-        except Exception as failure:  # noqa: BLE001 - any build failure: try the next flags
-            error = failure
-    warnings.warn(f"the flip-delta kernel could not be built ({type(error).__name__}: "
-                  f"{str(error).splitlines()[0] if str(error) else ''}); install a C++ "
-                  "compiler and ninja to use it", RuntimeWarning, stacklevel=3)
-    return None
+    return native.build("snn_es_flip_delta", _SOURCE, "flip_delta_layer")
 
 
 def available() -> bool:
     return _extension() is not None
-
-
-def nhwc(maps: Tensor) -> Tensor:
-    """[N, C, H, W] -> a contiguous [N, H, W, C] (no copy when ``maps`` is channels-last)."""
-    return maps.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """One forward pass for a chunk of C population members, in one of three layouts.
 
 **Depth-first** (``_depth_first``; the CPU's): member by member through every layer with
-``models.hidden_layer``, exactly as the sequential evaluator does, stacking only the logits.
+``models.hidden_layer``, exactly as the sequential evaluator does, stacking only the readout
+currents (one output Leaky for the chunk).
 Stacking the chunk's activations after every layer, as an earlier version did, cost a
 quarter of a CIFAR-10 generation in memory copies. Full-rank members (``MemberParams``) have
 their own weights; low-rank members (``LowRankParams``, EGGROLL-style: member c's weight is
@@ -103,6 +104,11 @@ def _shared_first_layer(members: LowRankParams, x: Tensor, cfg: SNNSettings, sta
     base = F.conv2d(conv_in, weight, padding=padding)  # once for the whole chunk
     corr = F.conv2d(conv_in, filters, padding=padding)  # [S, C*r, H, W]
     bias = members.bias["conv1.bias"]
+    if fused and x.device.type == "cpu":
+        from snn_es.es import first_layer  # builds the C++ kernel at first use
+
+        if first_layer.available():  # the same spikes, every member in one pass
+            return first_layer.chunk_spikes(base, corr, a, bias, static, cfg)
     beta, threshold = lif_constants(cfg)
     kernel = (lambda *args: compiled_call(_low_rank_pool_lif, *args)) if fused \
         else _low_rank_pool_lif
@@ -141,7 +147,7 @@ def _depth_first(members: MemberParams | LowRankParams, x: Tensor, cfg: SNNSetti
     first = _shared_first_layer(members, x, cfg, static_input, fused) if shared_first else None
     second = _flip_delta_second_layer(members, x, cfg, static_input, fused) if flip else None
     fc_weight, fc_bias = _member_weights(members, "fc.weight"), _member_weights(members, "fc.bias")
-    logits = []
+    currents = []
     for c in range(members.members):
         if shared_first:
             h = first[c]
@@ -152,9 +158,10 @@ def _depth_first(members: MemberParams | LowRankParams, x: Tensor, cfg: SNNSetti
             h = second(c, h) if i == 2 and flip else hidden_layer(
                 h, weights[f"conv{i}.weight"][c], weights[f"conv{i}.bias"][c], cfg, False,
                 fused, heaviside)
-        currents = F.linear(h.flatten(2), fc_weight[c], fc_bias[c])  # [T, B, K]
-        logits.append(output_layer(currents, cfg)[0])
-    return torch.stack(logits)
+        currents.append(F.linear(h.flatten(2), fc_weight[c], fc_bias[c]))  # [T, B, K]
+    # one output Leaky for the chunk (elementwise: the same numbers as member by member,
+    # a tenth of the tiny tensor ops)
+    return output_layer(torch.stack(currents, dim=1), cfg)[0]  # [C, B, K]
 
 
 def _members_pool_lif(cur: Tensor, cfg: SNNSettings, static: bool, fused: bool) -> Tensor:
