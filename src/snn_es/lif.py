@@ -2,7 +2,9 @@
 
 Every forward pass of the project (``models.snn_functional_forward``, the chunked
 ``es.population.population_forward``) runs its neurons through this module; the snnTorch
-``Leaky`` module in ``models.SNN`` is the oracle the tests compare it with.
+``Leaky`` module in ``models.SNN`` is the oracle the tests compare it with. The CPU's C++
+kernels (``es.first_layer``, ``es.flip_delta``) step their neurons with the same rule in
+C++ (``es.native.SHARED_SOURCE``), tested spike for spike against this module's path.
 
 Leaky neuron, exactly as ``snntorch.Leaky`` (v1.0, default ``reset_delay=True``), per step::
 

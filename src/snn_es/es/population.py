@@ -9,7 +9,8 @@ their own weights; low-rank members (``LowRankParams``, EGGROLL-style: member c'
 ``W + A_c @ B_c.T``, scales folded into ``A_c``) are materialised per layer, except where the
 first layer's input is shared by the chunk (common spikes, the ``repeat`` image): there
 ``W x`` is computed once for the chunk plus a rank-r correction ``A_c @ (B_c.T x)`` per
-member.
+member (fused on CPU: ``es.first_layer``'s kernel pools and steps every member's neurons in
+one pass over the shared map).
 
 **Flip-delta** (``_depth_first`` with ``flip``; opt-in, CPU): depth-first, but every low-rank member's
 second layer is the centre's conv plus the few input spikes that differ from the centre's
