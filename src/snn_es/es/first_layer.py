@@ -6,8 +6,8 @@ Why: where the chunk shares its input (common spikes, the ``repeat`` image), mem
 first-layer current is ``W x + A_c (B_c^T x)``: one conv for the chunk plus a rank-r
 correction. The compiled pool + LIF kernel it replaces ran once per member: it re-read the
 chunk's shared ``W x`` (26 MB per MNIST ``poisson`` generation piece), wrote the member's
-whole current to memory and read it back, in a scalar loop; that was 45% of a MNIST
-``poisson`` generation. This kernel reads each image's shared conv once for all members
+whole current to memory and read it back, in a scalar loop; that was 42% of a MNIST
+``poisson`` flip-delta generation (profiler). This kernel reads each image's shared conv once for all members
 (cache-sized tiles), never writes a current, and writes the spikes channels-last, the
 layout the next layer's conv and the flip-delta kernel read.
 
@@ -31,8 +31,8 @@ _SOURCE = r"""
 #include <algorithm>
 #include <vector>
 
-// Spikes out[m] [T*B, Hp, Wp, O] (NHWC; one tensor per member, each freed on its own) of a chunk's M members from
-// base = conv(x, W) [S, H, W, O] and corr = conv(x, B) [S, H, W, M*R] (both NHWC: a
+// Spikes out[m] [T*B, Hp, Wp, O] (NHWC; one tensor per member, each freed on its own) of a
+// chunk's M members from base = conv(x, W) [S, H, W, O] and corr = conv(x, B) [S, H, W, M*R] (both NHWC: a
 // pixel's channels, and its members' corrections, contiguous), a_t [M, R, O] (A_c
 // transposed), bias [M, O]; S = T*B (step-major) for a per-step input, S = B for a static
 // one (the repeat image: the same current at every step). Images first .. last - 1.
@@ -129,9 +129,6 @@ void low_rank_first_layer(std::vector<torch::Tensor> out, torch::Tensor base, to
 }
 """
 
-RESETS = {"subtract": 1, "zero": 2}  # the hidden layers' (SNNSettings.reset_mechanism)
-
-
 def _extension():
     return native.build("snn_es_first_layer", _SOURCE, "low_rank_first_layer",
                         ("-ffp-contract=off",))
@@ -163,6 +160,6 @@ def chunk_spikes(base: Tensor, corr: Tensor, a: Tensor, bias: Tensor, static: bo
     beta, threshold = lif_constants(cfg)
     extension.low_rank_first_layer(out, base_nhwc, corr_nhwc, a.transpose(1, 2).contiguous(),
                                    bias.contiguous(), steps, static, beta, threshold,
-                                   RESETS[cfg.reset_mechanism])
+                                   native.RESETS[cfg.reset_mechanism])
     return [spikes.view(steps, batch, *spikes.shape[1:]).permute(0, 1, 4, 2, 3)
             for spikes in out]

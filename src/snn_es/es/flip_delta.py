@@ -30,11 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from snn_es.es import native
-from snn_es.es.native import nhwc
 from snn_es.lif import lif_constants
 from snn_es.settings import SNNSettings
 
-RESETS = {"subtract": 1, "zero": 2}  # the hidden layers' (SNNSettings.reset_mechanism)
 
 _SOURCE = r"""
 #include <torch/extension.h>
@@ -198,7 +196,7 @@ def shared_conv(centre_spikes: Tensor, weight: Tensor, b: Tensor) -> SharedConv:
     maps = centre_spikes.flatten(0, 1).contiguous(memory_format=torch.channels_last)
     padding = weight.shape[-1] // 2
     filters = b.transpose(1, 2).reshape(-1, *weight.shape[1:])  # [members * r, C, K, K]
-    return SharedConv(nhwc(maps), nhwc(F.conv2d(maps, weight, padding=padding)),
+    return SharedConv(native.nhwc(maps), native.nhwc(F.conv2d(maps, weight, padding=padding)),
                       F.conv2d(maps, filters, padding=padding).contiguous(),
                       weight.permute(1, 2, 3, 0).contiguous(), steps)
 
@@ -212,7 +210,7 @@ def member_layer(shared: SharedConv, member_spikes: Tensor, a: Tensor, b: Tensor
     extension = _extension()
     if extension is None:
         raise RuntimeError("the flip-delta kernel is not available (see the warning above)")
-    maps = nhwc(member_spikes.flatten(0, 1))
+    maps = native.nhwc(member_spikes.flatten(0, 1))
     n, height, width, _ = maps.shape
     in_channels, k, _, out_channels = shared.weight.shape
     rank = a.shape[-1]
@@ -221,6 +219,6 @@ def member_layer(shared: SharedConv, member_spikes: Tensor, a: Tensor, b: Tensor
     extension.flip_delta_layer(
         out, maps, shared.centre, shared.base, shared.corr, member * rank, shared.weight,
         b.reshape(in_channels, k, k, rank).contiguous(), a.t().contiguous(),
-        bias.contiguous(), shared.steps, beta, threshold, RESETS[cfg.reset_mechanism])
+        bias.contiguous(), shared.steps, beta, threshold, native.RESETS[cfg.reset_mechanism])
     steps = shared.steps
     return out.view(steps, n // steps, *out.shape[1:]).permute(0, 1, 4, 2, 3)

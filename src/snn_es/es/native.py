@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 
 
+RESETS = {"subtract": 1, "zero": 2}  # SNNSettings.reset_mechanism -> the kernels' RESET
+
 # Prepended to each kernel's source. The Leaky step is lif.lif_scan's rule (the tests compare
 # each kernel with the torch path); GCC/Clang vector extensions give the compiler's SIMD for
 # this CPU where auto-vectorising missed the max-pool and the reset (V = 1: one lane).
