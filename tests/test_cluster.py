@@ -151,11 +151,12 @@ def slurm():
 
 
 def _checkpointed_generation(path: Path) -> int | None:
-    from snn_es.io import torch_load
+    from snn_es.es.run import load_checkpoint
+    from snn_es.io import DamagedFileError
 
     try:
-        return torch_load(path)["generation"]
-    except (FileNotFoundError, RuntimeError, EOFError):  # not there yet
+        return load_checkpoint(path)["generation"]
+    except (FileNotFoundError, DamagedFileError):  # not there yet
         return None
 
 

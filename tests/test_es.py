@@ -19,9 +19,9 @@ from snn_es.errors import UserError
 from snn_es.es import flip_delta
 from snn_es.es.evaluate import PopulationTask, evaluate_population
 from snn_es.es.params import ParamLayout
-from snn_es.es.run import ESDivergedError, es_minibatch, run_es
+from snn_es.es.run import ESDivergedError, es_minibatch, load_checkpoint, run_es
 from snn_es.es.strategy import OpenAIES, centered_ranks
-from snn_es.io import torch_load
+from snn_es.io import DamagedFileError
 from snn_es.models import make_snn, snn_functional_forward
 from snn_es.seeding import generator_from, seed_from
 from snn_es.settings import ESSettings, ExecutionSettings, SNNSettings
@@ -457,7 +457,7 @@ def test_resume_is_bit_identical(tmp_path, clean_run, stop_after, capsys):
     else:
         assert metrics["finished"]
     assert (tmp_path / "killed.pt").exists()
-    state = torch_load(tmp_path / "killed.pt")
+    state = load_checkpoint(tmp_path / "killed.pt")
     assert state["generation"] == stop_after - 1
     assert untimed(state["rows"]) == untimed(ref_rows[:stop_after])
 
@@ -475,7 +475,7 @@ def test_checkpoint_of_other_settings_is_ignored(tmp_path, clean_run, capsys):
     _, ref_rows, ref_theta = clean_run
     # a partial run with a different lr leaves a checkpoint at the same path
     run(tmp_path, "shared", es=replace(TINY_ES, lr=0.1), stop_after=3)
-    assert torch_load(tmp_path / "shared.pt")["generation"] == 2
+    assert load_checkpoint(tmp_path / "shared.pt")["generation"] == 2
     capsys.readouterr()
     metrics, rows, theta = run(tmp_path, "shared")
     assert "ignoring" in capsys.readouterr().out
@@ -490,13 +490,42 @@ def test_regular_checkpoints_are_resumable(clean_folder, clean_run, capsys):
     path = clean_folder / "clean.pt"
     # 6 generations, checkpoint_every=2: written after generations 1 and 3, not after the
     # last one, so the finished reference run leaves its generation-3 checkpoint behind.
-    state = torch_load(path)
+    state = load_checkpoint(path)
     assert state["generation"] == 3
     assert untimed(state["rows"]) == untimed(ref_rows[:4])
     capsys.readouterr()
     _, rows, theta = run(clean_folder, "clean")
     assert f"resuming from {path} at generation 4" in capsys.readouterr().out
     assert torch.equal(theta, ref_theta)
+    assert untimed(rows) == untimed(ref_rows)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled"])
+def test_a_damaged_checkpoint_is_moved_aside_and_the_run_starts_over(tmp_path, clean_run,
+                                                                    damage, capsys):
+    _, ref_rows, ref_theta = clean_run
+    run(tmp_path, "hurt", stop_after=3)
+    path = tmp_path / "hurt.pt"
+    good = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    else:  # the same size, 200 random bytes in the middle of the payload
+        middle = len(good) // 2
+        noise = bytes(torch.randint(0, 256, (200,), generator=torch.Generator().manual_seed(0),
+                                    dtype=torch.uint8).tolist())
+        path.write_bytes(good[:middle] + noise + good[middle + 200:])
+    damaged = path.read_bytes()
+    with pytest.raises(DamagedFileError, match="is damaged: its payload"):
+        load_checkpoint(path)
+    capsys.readouterr()
+    metrics, rows, theta = run(tmp_path, "hurt")
+    out = capsys.readouterr().out
+    aside = tmp_path / "hurt.pt.corrupt"
+    assert f"{path} is damaged: its payload" in out
+    assert f"moved it to {aside} and started this run over from generation 0" in out
+    assert "resuming" not in out
+    assert aside.read_bytes() == damaged  # kept for inspection, never resumed
+    assert metrics["finished"] and torch.equal(theta, ref_theta)
     assert untimed(rows) == untimed(ref_rows)
 
 
@@ -524,9 +553,9 @@ def test_later_divergence_keeps_the_last_good_checkpoint(tmp_path, capsys):
     with pytest.raises(ESDivergedError, match=r"^generation 2: .*NaN/inf") as info:
         run(tmp_path, "diverges", es=es)  # checkpoint_every=2 -> written after gen 1
     message = str(info.value)
-    assert f"last good checkpoint ({path}, generation 1) is kept" in message
+    assert f"last good checkpoint ({path}, generation 1, checksum verified) is kept" in message
     assert path.exists()
-    state = torch_load(path)
+    state = load_checkpoint(path)
     assert state["generation"] == 1
     assert [row["generation"] for row in state["rows"]] == [0, 1]
     theta = state["strategy"]["theta"]
@@ -541,7 +570,7 @@ def test_later_divergence_keeps_the_last_good_checkpoint(tmp_path, capsys):
         run(tmp_path, "diverges", es=es)
     assert "resuming" in capsys.readouterr().out
     assert str(again.value) == message
-    assert torch.equal(torch_load(path)["strategy"]["theta"], theta)
+    assert torch.equal(load_checkpoint(path)["strategy"]["theta"], theta)
 
 
 # --------------------------------------------------------------------------------------

@@ -20,8 +20,7 @@ from snn_es.es.readout import (
     readout_settings,
 )
 from snn_es.es.strategy import OpenAIES
-from snn_es.es.run import run_es
-from snn_es.io import torch_load
+from snn_es.es.run import load_checkpoint, run_es
 from snn_es.models import make_snn, snn_functional_forward
 from snn_es.seeding import generator_from
 from snn_es.settings import ESSettings, ExecutionSettings
@@ -128,7 +127,7 @@ def test_resume_with_readout_steps_is_bit_identical(tmp_path, stop_after):
     ref_metrics, ref_rows, ref_theta = run(tmp_path, "clean", es=READOUT_ES)
     assert ref_metrics["readout_sample_evaluations"] == READOUT_ES.readout_evaluations
     run(tmp_path, "killed", es=READOUT_ES, stop_after=stop_after)
-    assert torch_load(tmp_path / "killed.pt")["readout"]["steps"] == 2 * stop_after
+    assert load_checkpoint(tmp_path / "killed.pt")["readout"]["steps"] == 2 * stop_after
     metrics, rows, theta = run(tmp_path, "killed", es=READOUT_ES)
     assert torch.equal(theta, ref_theta)
     assert untimed(rows) == untimed(ref_rows)
@@ -184,7 +183,7 @@ def test_generations_that_leave_the_readout_train_only_the_hidden_layers(tmp_pat
     layout = ParamLayout.of(make_snn(TINY, 0))
     steps_only = ReadoutES(TINY, layout, es, 0, "poisson", initial_theta())
     run(tmp_path, "held", es=es, stop_after=2)
-    moments = torch_load(tmp_path / "held.pt")["strategy"]["m"]
+    moments = load_checkpoint(tmp_path / "held.pt")["strategy"]["m"]
     assert not moments[-steps_only.size:].any()  # the generations never stepped the readout
     assert moments[:-steps_only.size].abs().sum() > 0
     metrics, rows, theta = run(tmp_path, "held", es=es)

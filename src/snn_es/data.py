@@ -7,6 +7,7 @@ second, so every later stage reads tensors and never touches parquet or PIL agai
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -22,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from snn_es.errors import UserError
-from snn_es.io import atomic_torch_save, atomic_write_json, sha256_file, sha256_tensor, torch_load
+from snn_es.io import atomic_torch_save, atomic_write_json, load_verified, sha256_file, sha256_tensor
 
 MIRROR_ENV = "SNN_ES_DATA_MIRROR"
 SPLITS = ("train", "test")
@@ -233,6 +234,25 @@ def cache_dataset(
     return info
 
 
+CACHE_FIX = ("rerun the same snakemake command: it sees the damage and rebuilds the file "
+             "(rule cache_dataset)")
+
+
+def recorded_sha256(path: str | os.PathLike, record: str | os.PathLike) -> str | None:
+    """The sha256 that a cache's info.json or a subset's manifest records for ``path``
+    (None when the record is missing or unreadable: the file is then only checked by loading)."""
+    try:
+        entry = json.loads(Path(record).read_text())
+    except (OSError, ValueError):
+        return None
+    entries = [entry, *entry.get("splits", {}).values()]  # a subset manifest, a cache's splits
+    return next((e.get("file_sha256") for e in entries if e.get("file") == Path(path).name), None)
+
+
+def cache_info_path(path: str | os.PathLike) -> Path:
+    return Path(path).with_name("info.json")
+
+
 def load_cached_split(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a split written by :func:`cache_dataset`."""
-    return torch_load(path)
+    """Read a split written by :func:`cache_dataset`, checked against its info.json."""
+    return load_verified(path, recorded_sha256(path, cache_info_path(path)), CACHE_FIX)

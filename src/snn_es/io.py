@@ -12,14 +12,25 @@ from typing import Any
 
 import torch
 
+from snn_es.errors import UserError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+class DamagedFileError(UserError, RuntimeError):
+    """A file on disk does not hold what its record says it holds (truncated, garbled)."""
+
+
+class WriteFailedError(UserError, OSError):
+    """A file could not be written (disk full, file too large); the previous file is kept."""
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
 
-    A crash or a kill mid-write leaves either the old file or no file, never a partial one.
+    A crash or a kill mid-write leaves either the old file or no file, never a partial one;
+    a failed write (disk full) says so in one line and keeps the old file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,6 +42,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        kept = "The previous file is intact." if path.exists() else "Nothing was written."
+        raise WriteFailedError(
+            f"cannot write {path} ({len(data)} bytes): {exc.strerror or exc}. {kept} Fix: free "
+            f"disk space (or raise the file-size limit) and rerun.") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -62,6 +79,34 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
 
 def torch_load(path: str | os.PathLike) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def file_problem(path: str | os.PathLike, expected_sha256: str | None) -> str | None:
+    """Why ``path`` is not the file its record describes ("is missing", "is damaged: ..."),
+    or None when it is."""
+    path = Path(path)
+    if not path.is_file():
+        return "is missing"
+    if expected_sha256 is not None and sha256_file(path) != expected_sha256:
+        return (f"is damaged: its sha256 does not match the one recorded when it was written "
+                f"({path.stat().st_size} bytes now)")
+    return None
+
+
+def load_verified(path: str | os.PathLike, expected_sha256: str | None, fix: str) -> Any:
+    """``torch_load`` a file after checking it against its recorded sha256 (None: unchecked).
+
+    A mismatch, or a file torch cannot read, is one ``DamagedFileError`` naming the file and
+    ``fix``, never a raw unpickling traceback.
+    """
+    problem = file_problem(path, expected_sha256)
+    if problem is None:
+        try:
+            return torch_load(path)
+        except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+            reason = (str(exc).splitlines() or [""])[0]
+            problem = f"is damaged: torch cannot read it ({type(exc).__name__}: {reason})"
+    raise DamagedFileError(f"{path} {problem}. Fix: {fix}")
 
 
 def sha256_bytes(data: bytes) -> str:

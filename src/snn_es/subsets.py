@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
-from snn_es.data import load_cached_split
+from snn_es.data import load_cached_split, recorded_sha256
 from snn_es.errors import UserError
-from snn_es.io import atomic_torch_save, atomic_write_json, sha256_file, sha256_tensor
+from snn_es.io import (atomic_torch_save, atomic_write_json, load_verified, sha256_file,
+                       sha256_tensor)
 from snn_es.seeding import generator_from
 
 
@@ -96,6 +97,14 @@ def materialize_subset(
     return manifest
 
 
+SUBSET_FIX = ("rerun the same snakemake command: it sees the damage and redraws the subset "
+              "(rule materialize_subset)")
+
+
+def subset_manifest_path(path: str | os.PathLike) -> Path:
+    return Path(path).with_suffix(".json")
+
+
 def load_subset(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a subset written by :func:`materialize_subset`."""
-    return load_cached_split(path)
+    """Read a subset written by :func:`materialize_subset`, checked against its manifest."""
+    return load_verified(path, recorded_sha256(path, subset_manifest_path(path)), SUBSET_FIX)

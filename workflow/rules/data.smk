@@ -43,6 +43,9 @@ rule materialize_subset:
         "../scripts/materialize_subset.py"
 
 
+set_aside_damaged_data()
+
+
 rule cache_all:
     input:
         cached_datasets(),

@@ -67,7 +67,8 @@ rule aggregate:
 
 rule write_manifest:
     input:
-        published_files(),
+        # functions: evaluated once every rule (the study targets too) is known
+        published_files,
         code=library("report"),
     output:
         manifest="results/manifest.tsv",
@@ -76,8 +77,8 @@ rule write_manifest:
     conda:
         "../../envs/snn-es.yaml"
     params:
-        entries=manifest_entries(),
-        studies=study_checksums(),  # built studies: a rebuilt one reruns the manifest
+        entries=manifest_entries,
+        studies=study_checksums,  # studies built before: a rebuilt one reruns the manifest
     script:
         "../scripts/write_manifest.py"
 

@@ -27,7 +27,9 @@ from snn_es.es.params import ParamLayout
 from snn_es.es.readout import READOUT_NAMES, ReadoutES
 from snn_es.es.strategy import OpenAIES
 from snn_es.errors import UserError
-from snn_es.io import atomic_torch_save, atomic_write_json, atomic_write_text, sha256_bytes, torch_load
+from snn_es.io import (DamagedFileError, atomic_torch_save, atomic_write_bytes, atomic_write_json,
+                       atomic_write_text, sha256_bytes, tensors_to_bytes)
+from snn_es.job import announce
 from snn_es.models import make_snn
 from snn_es.seeding import generator_from, seed_from
 from snn_es.settings import ESSettings, ExecutionSettings, SNNSettings, canonical
@@ -39,7 +41,70 @@ LOG_COLUMNS = (
 
 
 class ESDivergedError(UserError, RuntimeError):
-    """Fitness became NaN or infinite; the last good checkpoint is kept."""
+    """Fitness became NaN or infinite; the last verified checkpoint is kept."""
+
+
+# A checkpoint is this line, a JSON header line (spec fingerprint, generation, sha256 of the
+# payload) and the torch.save payload: a truncated or garbled file fails the checksum
+# instead of being resumed.
+CHECKPOINT_MAGIC = b"snn-es checkpoint 1\n"
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    payload = tensors_to_bytes(state)
+    header = {"fingerprint": state["fingerprint"], "generation": state["generation"],
+              "payload_sha256": sha256_bytes(payload), "payload_bytes": len(payload)}
+    atomic_write_bytes(path, CHECKPOINT_MAGIC + json.dumps(header, sort_keys=True).encode()
+                       + b"\n" + payload)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The state in a checkpoint written by :func:`save_checkpoint`, after checking its
+    header and the sha256 of its payload; a ``DamagedFileError`` if they do not hold."""
+    data = Path(path).read_bytes()
+    problem = None
+    if not data.startswith(CHECKPOINT_MAGIC):
+        problem = "it does not start with the snn-es checkpoint header"
+    else:
+        header_line, _, payload = data[len(CHECKPOINT_MAGIC):].partition(b"\n")
+        try:
+            header = json.loads(header_line)
+        except ValueError:
+            header = None
+        if not isinstance(header, dict) or "payload_sha256" not in header:
+            problem = "its header is unreadable"
+        elif len(payload) != header["payload_bytes"] or sha256_bytes(payload) != \
+                header["payload_sha256"]:
+            problem = (f"its payload ({len(payload)} bytes) does not match the sha256 in its "
+                       f"header ({header['payload_bytes']} bytes)")
+        else:
+            state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+            if state.get("fingerprint") == header["fingerprint"]:
+                return state
+            problem = "its header and payload belong to different runs"
+    raise DamagedFileError(f"{path} is damaged: {problem}")
+
+
+def _resume(path: Path, ident: str, generations: int) -> dict[str, Any] | None:
+    """The verified state of this run's checkpoint, or None to start at generation 0. A
+    damaged checkpoint is moved aside to ``*.corrupt`` (never resumed, never deleted)."""
+    if not path.exists():
+        return None
+    try:
+        state = load_checkpoint(path)
+    except DamagedFileError as exc:
+        aside = path.with_name(path.name + ".corrupt")
+        path.replace(aside)
+        announce(f"snn-es: {exc}; moved it to {aside} and started this run over from "
+                 f"generation 0")
+        return None
+    if state["fingerprint"] != ident:
+        announce(f"snn-es: ignoring {path}: it belongs to different settings; starting "
+                 f"from generation 0")
+        return None
+    announce(f"snn-es: resuming from {path} at generation {state['generation'] + 1} of "
+             f"{generations}")
+    return state
 
 
 # Images per forward when measuring accuracy. Part of the results for poisson inputs (their
@@ -141,22 +206,19 @@ def run_es(
 
     rows: list[dict[str, Any]] = []
     start_gen, elapsed = 0, 0.0
-    saved_gen: int | None = None  # generation of the newest checkpoint of *this* run
-    if checkpoint_path.exists():
-        state = torch_load(checkpoint_path)
-        if state["fingerprint"] == ident:
-            strategy.load_state_dict(state["strategy"])
-            if readout is not None:
-                readout.load_state_dict(state["readout"])
-            rows, start_gen, elapsed = state["rows"], state["generation"] + 1, state["elapsed"]
-            saved_gen = state["generation"]
-            print(f"resuming from {checkpoint_path} at generation {start_gen}")
-        else:
-            print(f"ignoring {checkpoint_path}: it belongs to different settings")
+    # generation of the newest checkpoint of *this* run, verified on load or written here
+    saved_gen: int | None = None
+    state = _resume(checkpoint_path, ident, es.generations)
+    if state is not None:
+        strategy.load_state_dict(state["strategy"])
+        if readout is not None:
+            readout.load_state_dict(state["readout"])
+        rows, start_gen, elapsed = state["rows"], state["generation"] + 1, state["elapsed"]
+        saved_gen = state["generation"]
 
-    def save_checkpoint(generation: int) -> None:
+    def checkpoint(generation: int) -> None:
         nonlocal saved_gen
-        atomic_torch_save(checkpoint_path, {
+        save_checkpoint(checkpoint_path, {
             "fingerprint": ident, "strategy": strategy.state_dict(), "rows": rows,
             "generation": generation, "elapsed": elapsed,
             "readout": readout.state_dict() if readout is not None else None,
@@ -169,8 +231,8 @@ def run_es(
         # Name the newest checkpoint actually written, not the last finished generation.
         kept = (f"No checkpoint of this run was written yet ({checkpoint_path})."
                 if saved_gen is None else
-                f"The last good checkpoint ({checkpoint_path}, generation {saved_gen}) "
-                f"is kept.")
+                f"The last good checkpoint ({checkpoint_path}, generation {saved_gen}, "
+                f"checksum verified) is kept.")
         raise ESDivergedError(
             f"generation {generation}: {int((~torch.isfinite(fitness)).sum())} of "
             f"{fitness.numel()} {members} have non-finite fitness (NaN/inf). {kept} Lower "
@@ -217,10 +279,10 @@ def run_es(
         bar.set_postfix(fit=f"{rows[-1]['fitness_mean']:.3f}",
                         test=f"{test_acc:.3f}" if test_acc is not None else "-")
         if (generation + 1) % execution.checkpoint_every == 0 and not last_gen:
-            save_checkpoint(generation)
+            checkpoint(generation)
         done_now += 1
         if stop_after is not None and done_now >= stop_after:
-            save_checkpoint(generation)
+            checkpoint(generation)
             break
     bar.close()
 
