@@ -14,7 +14,7 @@ use rule run_es as run_ablation with:
 rule aggregate_ablation:
     input:
         runs=ablation_targets(),
-        code=library("report"),
+        code=script_code("aggregate_ablation.py"),
     output:
         table=report(
             "results/tables/es_ablation.csv",

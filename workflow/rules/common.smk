@@ -1,9 +1,10 @@
 # What every stage shares: the checked config, wildcard values, canonical params, and the
-# library modules a rule depends on. Each stage's own helpers live in its .smk file.
+# library modules a rule's script runs. Each stage's own helpers live in its .smk file.
 
 import re
 from pathlib import Path
 
+from snn_es.code_inputs import module_closure
 from snn_es.config import ENCODERS as KNOWN_ENCODERS
 from snn_es.config import ConfigError, canonical_json, check_config, snn_settings
 
@@ -16,10 +17,10 @@ DATASETS = config["enabled_datasets"]
 SUBSETS = list(config["subsets"])
 ENCODERS = config["encoders"]
 
-# The library modules a rule imports are part of its inputs, so editing one reruns exactly
-# the stages that use it (Snakemake compares small files by checksum, not only by mtime).
+# The library modules a rule's script runs are part of its inputs, so editing one reruns
+# exactly the stages that use it (Snakemake compares small files by checksum, not mtime).
 LIBRARY = Path(workflow.basedir) / "src" / "snn_es"
-SHARED_MODULES = ("__init__", "io", "seeding", "errors", "job")
+SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
 
 
 wildcard_constraints:
@@ -28,8 +29,10 @@ wildcard_constraints:
     encoder="|".join(KNOWN_ENCODERS),
 
 
-def library(*modules):
-    return [str(LIBRARY / f"{name}.py") for name in SHARED_MODULES + modules]
+def script_code(script):
+    """The library modules that job script `workflow/scripts/{script}` runs: its import
+    graph, transitive and including imports inside functions (snn_es.code_inputs)."""
+    return [str(path) for path in module_closure(SCRIPTS / script, LIBRARY)]
 
 
 def section(name):

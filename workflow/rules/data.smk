@@ -6,7 +6,7 @@ include: "data_helpers.smk"
 
 rule cache_dataset:
     input:
-        code=library("data"),
+        code=script_code("cache_dataset.py"),
     output:
         train="results/data/{dataset}/train.pt",
         test="results/data/{dataset}/test.pt",
@@ -27,7 +27,7 @@ rule materialize_subset:
     input:
         train=rules.cache_dataset.output.train,
         test=rules.cache_dataset.output.test,
-        code=library("data", "subsets"),
+        code=script_code("materialize_subset.py"),
     output:
         tensors="results/subsets/{dataset}/{subset}.pt",
         manifest="results/subsets/{dataset}/{subset}.json",

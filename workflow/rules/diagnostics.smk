@@ -9,26 +9,7 @@ include: "diagnostics_helpers.smk"
 rule diagnose_es:
     input:
         subset=diagnostics_subset,
-        code=library(
-            "data",
-            "subsets",
-            "encoders",
-            "models",
-            "es/__init__",
-            "es/params",
-            "es/strategy",
-            "es/population",
-            "es/flip_delta",
-            "es/first_layer",
-            "es/native",
-            "allocator",
-            "es/evaluate",
-            "es/readout",
-            "es/run",
-            "es/diagnostics",
-            "lif",
-            "settings",
-        ),
+        code=script_code("diagnose_es.py"),
     output:
         table="results/diagnostics/{dataset}/{encoder}/diagnostics.csv",
     log:
@@ -46,7 +27,7 @@ rule diagnose_es:
 rule aggregate_diagnostics:
     input:
         tables=diagnostics_targets(),
-        code=library("report", "diagnostics_report"),
+        code=script_code("aggregate_diagnostics.py"),
     output:
         table=report(
             "results/tables/es_diagnostics.csv",

@@ -9,25 +9,7 @@ include: "es_helpers.smk"
 rule run_es:
     input:
         unpack(run_subset),
-        code=library(
-            "data",
-            "subsets",
-            "encoders",
-            "settings",
-            "models",
-            "lif",
-            "es/__init__",
-            "es/params",
-            "es/strategy",
-            "es/evaluate",
-            "es/population",
-            "es/flip_delta",
-            "es/first_layer",
-            "es/native",
-            "allocator",
-            "es/readout",
-            "es/run",
-        ),
+        code=script_code("run_es.py"),
     output:
         log_csv="results/{run}/log.csv",
         metrics="results/{run}/metrics.json",

@@ -13,7 +13,7 @@ include: "peers_helpers.smk"
 rule run_peer:
     input:
         unpack(peer_subset),
-        code=library(*PEER_MODULES),
+        code=script_code("run_peer.py"),
     output:
         log_csv="results/peers/{implementation}/seed{seed}/log.csv",
         metrics="results/peers/{implementation}/seed{seed}/metrics.json",
@@ -39,7 +39,7 @@ rule run_peer:
 rule aggregate_peers:
     input:
         runs=peer_targets(),
-        code=library("report", "peers_report"),
+        code=script_code("aggregate_peers.py"),
     output:
         table=report(
             "results/tables/es_peers.csv",
@@ -64,7 +64,7 @@ rule aggregate_peers:
 rule benchmark_peers:
     input:
         unpack(peer_speed_subset),
-        code=library(*PEER_MODULES, "peers_speed", "report"),
+        code=script_code("benchmark_peers.py"),
     output:
         table=report(
             "results/tables/es_peers_speed.csv",

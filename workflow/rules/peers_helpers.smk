@@ -6,31 +6,6 @@ from snn_es.config import PEER_IMPLEMENTATIONS, peer_runs, same_es_run
 PEER_RUNS = peer_runs(config)
 PEER_SPEED = (config.get("peers") or {}).get("speed")  # null: no speed table
 
-# The library modules a peer run imports (inputs of run_peer and benchmark_peers).
-PEER_MODULES = (
-    "config",
-    "data",
-    "subsets",
-    "encoders",
-    "settings",
-    "models",
-    "lif",
-    "es/__init__",
-    "es/params",
-    "es/strategy",
-    "es/evaluate",
-    "es/population",
-    "es/flip_delta",
-    "es/first_layer",
-    "es/native",
-    "allocator",
-    "es/readout",
-    "es/run",
-    "es/diagnostics",
-    "peers",
-)
-
-
 def peer_spec(wildcards):
     """The run's canonical spec: implementation, dataset, encoder, subset, seed, snn, es
     (+ mode for snn_es, + evotorch for EvoTorch's strategies)."""

@@ -10,7 +10,7 @@ rule aggregate:
         cnn=cnn_targets(),
         bptt=bptt_targets(),
         checks=forward_check_targets(),
-        code=library("report"),
+        code=script_code("aggregate.py"),
     output:
         es_runs=report(
             "results/tables/es_runs.csv",
@@ -69,7 +69,7 @@ rule write_manifest:
     input:
         # functions: evaluated once every rule (the study targets too) is known
         published_files,
-        code=library("report"),
+        code=script_code("write_manifest.py"),
     output:
         manifest="results/manifest.tsv",
     log:
@@ -92,23 +92,7 @@ rule benchmark:
     input:
         info=cached_datasets(),
         subsets=benchmark_subsets(),
-        code=library(
-            "settings",
-            "lif",
-            "encoders",
-            "models",
-            "es/__init__",
-            "es/params",
-            "es/strategy",
-            "es/evaluate",
-            "es/population",
-            "es/flip_delta",
-            "es/first_layer",
-            "es/native",
-            "allocator",
-            "benchmark",
-            "report",
-        ),
+        code=script_code("benchmark.py"),
     output:
         throughput=report(
             "results/tables/throughput.csv",

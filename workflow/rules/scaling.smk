@@ -15,7 +15,7 @@ rule aggregate_scaling:
     input:
         runs=scaling_targets(),
         references=scaling_references(),
-        code=library("report", "scaling_report"),
+        code=script_code("aggregate_scaling.py"),
     output:
         table=report(
             "results/tables/es_scaling.csv",

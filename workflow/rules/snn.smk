@@ -8,9 +8,7 @@ include: "snn_helpers.smk"
 rule train_cnn:
     input:
         subset=rules.materialize_subset.output.tensors,
-        code=library(
-            "data", "subsets", "encoders", "settings", "lif", "models", "train"
-        ),
+        code=script_code("train_cnn.py"),
     output:
         metrics="results/baselines/cnn/{dataset}/{subset}/metrics.json",
         epochs="results/baselines/cnn/{dataset}/{subset}/epochs.csv",
@@ -28,9 +26,7 @@ rule train_cnn:
 rule snn_forward_check:
     input:
         subset=forward_check_subset,
-        code=library(
-            "data", "subsets", "encoders", "settings", "lif", "models", "checks"
-        ),
+        code=script_code("snn_forward_check.py"),
     output:
         report="results/checks/{dataset}/{encoder}.json",
     log:
@@ -48,9 +44,7 @@ rule snn_forward_check:
 rule train_snn_bptt:
     input:
         subset=rules.materialize_subset.output.tensors,
-        code=library(
-            "data", "subsets", "encoders", "settings", "lif", "models", "train"
-        ),
+        code=script_code("train_snn_bptt.py"),
     output:
         metrics="results/baselines/bptt/{dataset}/{encoder}/{subset}/metrics.json",
         epochs="results/baselines/bptt/{dataset}/{encoder}/{subset}/epochs.csv",
