@@ -45,7 +45,8 @@ def damaged_data_files():
     damaged = []
     for path in data_files():
         record = (
-            subset_manifest_path(path) if path.startswith("results/subsets/")
+            subset_manifest_path(path)
+            if path.startswith("results/subsets/")
             else cache_info_path(path)
         )
         if not (os.path.exists(path) and os.path.exists(record)):
@@ -62,8 +63,14 @@ def set_aside_damaged_data():
     if not workflow.is_main_process:
         return  # a cluster job re-reads the Snakefile; the main process already decided
     for path, problem in damaged_data_files():
-        aside = path + ".corrupt"
+        aside = f"{path}.corrupt"
         os.replace(path, aside)
-        producer = "materialize_subset" if path.startswith("results/subsets/") else "cache_dataset"
-        print(f"snn-es: {path} {problem}; moved it to {aside}, and rule {producer} rebuilds it",
-              file=sys.stderr)
+        producer = (
+            "materialize_subset"
+            if path.startswith("results/subsets/")
+            else "cache_dataset"
+        )
+        print(
+            f"snn-es: {path} {problem}; moved it to {aside}, and rule {producer} rebuilds it",
+            file=sys.stderr,
+        )

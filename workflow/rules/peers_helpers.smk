@@ -6,6 +6,7 @@ from snn_es.config import PEER_IMPLEMENTATIONS, peer_runs, same_es_run
 PEER_RUNS = peer_runs(config)
 PEER_SPEED = (config.get("peers") or {}).get("speed")  # null: no speed table
 
+
 def peer_spec(wildcards):
     """The run's canonical spec: implementation, dataset, encoder, subset, seed, snn, es
     (+ mode for snn_es, + evotorch for EvoTorch's strategies)."""
@@ -22,7 +23,8 @@ def peer_subset(wildcards):
 
 def peer_target(spec):
     """The metrics of one peer row: a grid run or scaling point with exactly the project's
-    settings where there is one (REUSABLE_RUNS, es_helpers.smk), else its own run_peer job."""
+    settings where there is one (REUSABLE_RUNS, es_helpers.smk), else its own run_peer job.
+    """
     same = same_es_run(spec, REUSABLE_RUNS)
     if same is not None:
         return rules.run_es.output.metrics.format(run=same)

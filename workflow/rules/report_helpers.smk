@@ -6,10 +6,13 @@ from snn_es.io import sha256_file
 
 
 def study_groups():
-    """Each study's files (producing rule per file), one group per study: the tables and
-    plots first, then the per-run results. The studies are named targets outside `all`."""
+    """Each study's files with the rule that writes each, one group per study, tables and
+    plots first, then the per-run results. The studies are named targets outside `all`.
+    """
     groups = {
-        "diagnostics": [(path, "aggregate_diagnostics") for path in diagnostics_outputs()]
+        "diagnostics": [
+            (path, "aggregate_diagnostics") for path in diagnostics_outputs()
+        ]
         + [(path, "diagnose_es") for path in diagnostics_targets()],
         "ablation": [(path, "aggregate_ablation") for path in ablation_outputs()]
         + [(path, "run_ablation") for path in ablation_targets()],
@@ -29,7 +32,8 @@ def study_files():
 
 def requested_study_files():
     """The study files this invocation builds: every file of a study whose table, plot or
-    named target was asked for on the command line (`studies`, `scaling`, a table ...)."""
+    named target was asked for on the command line (`studies`, `scaling`, a table ...).
+    """
     requested = set()
     for target in workflow.dag_settings.targets:
         if workflow.is_rule(target):  # a named target: the files it asks for
@@ -109,12 +113,15 @@ def study_targets():
 
 def benchmark_subsets():
     """The subset whose training images the benchmark times, per enabled dataset (in the
-    order of cached_datasets()); none where `benchmark.subset` is null (uniform noise)."""
+    order of cached_datasets()); none where `benchmark.subset` is null (uniform noise).
+    """
     subset = config["benchmark"].get("subset")
     if subset is None:
         return []
-    return [rules.materialize_subset.output.tensors.format(dataset=name, subset=subset)
-            for name in DATASETS]
+    return [
+        rules.materialize_subset.output.tensors.format(dataset=name, subset=subset)
+        for name in DATASETS
+    ]
 
 
 def benchmark_networks():
