@@ -20,10 +20,11 @@ from snn_es.es.readout import (
     readout_settings,
 )
 from snn_es.es.strategy import OpenAIES
+from snn_es.es.run import initial_theta as run_initial_theta
 from snn_es.es.run import load_checkpoint, run_es
 from snn_es.models import make_snn, snn_functional_forward
 from snn_es.seeding import generator_from
-from snn_es.settings import ESSettings, ExecutionSettings
+from snn_es.settings import ESSettings, ExecutionSettings, canonical
 from test_es import (
     ES,
     MNIST_LIKE_CFG,
@@ -193,6 +194,39 @@ def test_generations_that_leave_the_readout_train_only_the_hidden_layers(tmp_pat
     assert not torch.equal(theta[-steps_only.size:], start[-steps_only.size:])
     with pytest.raises(ValueError, match="perturb_readout: false needs readout_steps > 0"):
         replace(TINY_ES, perturb_readout=False)
+
+
+@pytest.mark.parametrize("encoder", ["poisson", "repeat"])
+def test_the_frozen_network_control_runs_only_the_readout_steps(tmp_path, encoder):
+    """train_hidden false: no full generation, the convs keep their initial weights, and the
+    readout is exactly what the readout-only steps alone make of the initial network."""
+    es = replace(READOUT_ES, perturb_readout=False, train_hidden=False)
+    metrics, rows, theta = run(tmp_path, "frozen", es=es, encoder=encoder)
+    start, layout = run_initial_theta(TINY, es, 0)
+    oracle = start.clone()
+    steps = ReadoutES(TINY, layout, es, 0, encoder, oracle)
+    subset = tiny_subset()
+    for generation in range(es.generations):
+        steps.step(oracle, generation, subset["train_images"], subset["train_labels"])
+    assert torch.equal(theta, oracle)
+    assert torch.equal(theta[:-steps.size], start[:-steps.size])
+    assert not torch.equal(theta[-steps.size:], start[-steps.size:])
+    assert metrics["finished"] and metrics["evaluations"] == 0
+    assert metrics["member_sample_evaluations"] == metrics["member_evals_per_s"] == 0
+    assert metrics["readout_sample_evaluations"] == es.readout_evaluations
+    assert all(row["batch_acc"] is None and row["grad_norm"] is None for row in rows)
+    # the twin with the hidden layers trained shares the readout steps' seeds, not the result
+    _, _, trained = run(tmp_path, "trained", es=replace(es, train_hidden=True), encoder=encoder)
+    assert not torch.equal(trained[:-steps.size], start[:-steps.size])
+
+
+def test_the_frozen_control_setting_is_checked_and_stays_out_of_older_specs():
+    assert "train_hidden" not in canonical(ESSettings())  # committed runs keep their spec
+    frozen = ESSettings(train_hidden=False, perturb_readout=False)
+    assert canonical(frozen)["train_hidden"] is False
+    for bad in ({"readout_steps": 0, "perturb_readout": True}, {"perturb_readout": True}):
+        with pytest.raises(ValueError, match="train_hidden: false .* needs readout_steps > 0"):
+            ESSettings(train_hidden=False, **bad)
 
 
 def test_low_rank_gradient_equals_the_strategys_own():

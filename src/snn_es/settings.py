@@ -182,6 +182,10 @@ class ESSettings:
     perturb_readout: bool = setting(
         False, "Whether the full generations perturb (and step) the readout too; false leaves "
               "it to the readout-only steps, so their noise is all in the hidden layers.")
+    train_hidden: bool = setting(
+        True, "Whether ES trains the spiking (conv) layers; false is the frozen-network "
+              "control: no full generation runs, and the readout-only steps alone train the "
+              "readout of the initial network, at the same seeds and minibatches.", added=True)
     readout_population: int = setting(256, "Members per readout-only step; even.")
     readout_batch_size: int = setting(256, "Training images per readout-only step (a fresh "
                                            "minibatch each step).")
@@ -219,14 +223,19 @@ class ESSettings:
         if not self.perturb_readout and not self.readout_steps:
             raise ValueError("perturb_readout: false needs readout_steps > 0 (else nothing "
                              "trains the readout)")
+        if not self.train_hidden and (self.perturb_readout or not self.readout_steps):
+            raise ValueError("train_hidden: false (the frozen-network control) needs "
+                             "readout_steps > 0 and perturb_readout: false: the readout-only "
+                             "steps are then all that trains")
         if self.sigma_lr and self.rank:
             raise ValueError(f"sigma_lr > 0 (a per-parameter sigma) needs full-rank noise: set "
                              f"rank: 0 (got rank {self.rank})")
 
     @property
     def evaluations(self) -> int:
-        """The run's budget in full member-image evaluations (readout-only ones apart)."""
-        return self.generations * self.population * self.batch_size
+        """The run's budget in full member-image evaluations (readout-only ones apart; none
+        for the frozen-network control)."""
+        return self.generations * self.population * self.batch_size if self.train_hidden else 0
 
     @property
     def readout_evaluations(self) -> int:

@@ -51,7 +51,8 @@ def readout_settings(es: ESSettings) -> ESSettings:
     return replace(es, generations=es.generations * es.readout_steps,
                    population=es.readout_population, batch_size=es.readout_batch_size,
                    sigma=es.readout_sigma, sigma_final=None, lr=es.readout_lr,
-                   sigma_lr=0.0, noise_scale="absolute", readout_steps=0, perturb_readout=True)
+                   sigma_lr=0.0, noise_scale="absolute", readout_steps=0, perturb_readout=True,
+                   train_hidden=True)
 
 
 def readout_features(params: dict[str, Tensor], x: Tensor, cfg: SNNSettings,

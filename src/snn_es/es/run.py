@@ -34,6 +34,9 @@ from snn_es.models import make_snn
 from snn_es.seeding import generator_from, seed_from
 from snn_es.settings import ESSettings, ExecutionSettings, SNNSettings, canonical
 
+# One row per generation. In the frozen-network control (es.train_hidden false) no full
+# generation runs: the fitness is that of the last readout-only step, and batch_acc and
+# grad_norm are empty.
 LOG_COLUMNS = (
     "generation", "fitness_mean", "fitness_max", "batch_acc", "test_acc", "sigma", "lr",
     "grad_norm", "wall_s", "member_evals_per_s",
@@ -239,22 +242,29 @@ def run_es(
             f"es.lr or es.sigma (es.readout_lr, es.readout_sigma), or add weight decay.")
 
     population, generations = es.population, es.generations
+    full_evaluations = population * es.batch_size if es.train_hidden else 0  # per generation
     bar = tqdm(range(start_gen, generations), initial=start_gen, total=generations,
                desc=f"ES {mode} {encoder}", disable=not progress, mininterval=5)
     done_now = 0
     for generation in bar:
         tick = time.perf_counter()
-        images, labels = es_minibatch(train_x, train_y, seed, generation, es.batch_size,
-                                      augment=es.augment)
-        fitness, accuracy = evaluate_population(
-            mode, strategy, generation, images, labels, task, execution.chunk_size,
-            image_chunk=execution.image_chunk)
-        check_finite(fitness, "members", generation)
+        batch_acc = grad_norm = None  # no full generation in the frozen-network control
+        if es.train_hidden:
+            images, labels = es_minibatch(train_x, train_y, seed, generation, es.batch_size,
+                                          augment=es.augment)
+            fitness, accuracy = evaluate_population(
+                mode, strategy, generation, images, labels, task, execution.chunk_size,
+                image_chunk=execution.image_chunk)
+            check_finite(fitness, "members", generation)
+            batch_acc = float(accuracy.mean())
         sigma, lr = strategy.sigma_at(generation), strategy.lr_at(generation)
-        grad = strategy.tell(generation, fitness)
+        if es.train_hidden:
+            grad_norm = float(strategy.tell(generation, fitness).norm())
         if readout is not None:  # then cheap readout-only steps from the updated centre
-            check_finite(readout.step(strategy.theta, generation, train_x, train_y),
-                         "readout-only members", generation)
+            readout_fitness = readout.step(strategy.theta, generation, train_x, train_y)
+            check_finite(readout_fitness, "readout-only members", generation)
+            if not es.train_hidden:
+                fitness = readout_fitness
         step_s = time.perf_counter() - tick
         last_gen = generation == generations - 1
         test_acc = None
@@ -266,15 +276,15 @@ def run_es(
             "generation": generation,
             "fitness_mean": float(fitness.mean()),
             "fitness_max": float(fitness.max()),
-            "batch_acc": float(accuracy.mean()),
+            "batch_acc": batch_acc,
             "test_acc": test_acc,
             "sigma": sigma,
             "lr": lr,
-            "grad_norm": float(grad.norm()),
+            "grad_norm": grad_norm,
             "wall_s": round(elapsed, 3),
             # full member-image evaluations per second of this generation (readout steps
             # included in the time, not in the count)
-            "member_evals_per_s": round(population * es.batch_size / step_s, 1),
+            "member_evals_per_s": round(full_evaluations / step_s, 1),
         })
         bar.set_postfix(fit=f"{rows[-1]['fitness_mean']:.3f}",
                         test=f"{test_acc:.3f}" if test_acc is not None else "-")
@@ -296,13 +306,12 @@ def run_es(
             "best_test_acc": max(tested),
             "final_train_acc": _accuracy(task, params, train_x, train_y, "train-spikes"),
             "final_fitness_mean": rows[-1]["fitness_mean"],
-            "evaluations": len(rows) * population,
-            "member_sample_evaluations": len(rows) * population * es.batch_size,
+            "evaluations": len(rows) * population if es.train_hidden else 0,
+            "member_sample_evaluations": len(rows) * full_evaluations,
             "readout_sample_evaluations": len(rows) * (readout.evaluations_per_generation
                                                        if readout is not None else 0),
             "wall_s": round(elapsed, 2),
-            "member_evals_per_s": round(
-                len(rows) * population * es.batch_size / max(elapsed, 1e-9), 1),
+            "member_evals_per_s": round(len(rows) * full_evaluations / max(elapsed, 1e-9), 1),
             "num_params": layout.size,
         })
     return metrics, rows, strategy.theta
