@@ -51,7 +51,7 @@ def test_full_run_builds_every_target(built):
     workdir, config, _, proc = built
     assert planned_jobs(proc) == {  # the studies are named targets outside `all`
         "all": 1, "cache_dataset": 2, "materialize_subset": 4, "train_cnn": 4,
-        "snn_forward_check": 2, "train_snn_bptt": 4, "run_es": 2, "aggregate": 1,
+        "snn_forward_check": 2, "train_snn_bptt": 4, "run_es": 2, "fit_readout": 2, "aggregate": 1,
         "write_manifest": 1}
     for dataset in config["enabled_datasets"]:
         assert (workdir / f"results/data/{dataset}/info.json").exists()
@@ -145,7 +145,8 @@ def test_library_edits_rerun_exactly_the_stages_that_use_them(built, workflow_co
     assert planned() == {**downstream, "snn_forward_check": 2}
     edit("subsets.py")
     assert planned() == {**downstream, "materialize_subset": 4, "train_cnn": 4,
-                         "snn_forward_check": 2, "train_snn_bptt": 4, "run_es": 2}
+                         "snn_forward_check": 2, "train_snn_bptt": 4, "run_es": 2,
+                         "fit_readout": 2}
     edit("data.py")
     assert planned()["cache_dataset"] == 2
     for name, text in originals.items():  # same content again: nothing to do
@@ -183,7 +184,8 @@ def test_editing_one_grid_entry_reruns_its_runs_and_the_aggregation(built, entry
     changed = copy.deepcopy(config)
     changed["es_grid"][entry].setdefault("es", {}).update(change)
     dry = run(changed, "all", "--dry-run")
-    assert planned_jobs(dry) == {"all": 1, "run_es": 1, "aggregate": 1, "write_manifest": 1}
+    assert planned_jobs(dry) == {"all": 1, "run_es": 1, "fit_readout": 1, "aggregate": 1,
+                                 "write_manifest": 1}
     other = "chunked" if mode == "sequential" else "sequential"
     assert f"run=es/tinygray/repeat/small/{mode}/seed0" in dry.stdout
     assert f"run=es/tinygray/repeat/small/{other}/seed0" not in dry.stdout
@@ -215,9 +217,9 @@ def test_published_outputs_and_report(built):
     assert len(runs) == 1 + 2
     manifest = (workdir / "results" / "manifest.tsv").read_text().splitlines()
     assert any(line.startswith("results/tables/es_runs.csv\t") for line in manifest)
-    # header, aggregate, cnn, bptt, checks, es; the studies built above: aggregate_ablation,
-    # ablation runs, aggregate_scaling, scaling runs
-    assert len(manifest) == 1 + 9 + 4 + 4 + 2 + 2 + 2 + 2 + 2 + 2
+    # header, aggregate, cnn, bptt, checks, es, readout fits; the studies built above:
+    # aggregate_ablation, ablation runs, aggregate_scaling, scaling runs
+    assert len(manifest) == 1 + 9 + 4 + 4 + 2 + 2 + 2 + 2 + 2 + 2 + 2
     assert any(line.startswith("results/ablation/tiny/rank1_margin/seed0/metrics.json\t")
                for line in manifest)
     run(config, "--report", str(workdir / "report.html"), "all", "studies")
@@ -235,6 +237,7 @@ def test_changing_one_subset_reruns_exactly_its_jobs(built):
     # subset with the fewest test images, `small`); nothing of `big`
     assert planned_jobs(dry) == {"all": 1, "materialize_subset": 2, "train_cnn": 2,
                                  "snn_forward_check": 2, "train_snn_bptt": 2, "run_es": 2,
+                                 "fit_readout": 2,
                                  "aggregate": 1, "write_manifest": 1}
     assert "wildcards: dataset=tinyrgb, subset=small" in dry.stdout
     assert "subset=big" not in dry.stdout

@@ -110,6 +110,22 @@ def test_summary_is_the_seed_mean_with_its_spread(tmp_path):
     assert (chunked.final_test_acc_min, chunked.final_test_acc_max) == (0.2, 0.4)
     sequential = summary[summary["mode"] == "sequential"].iloc[0]
     assert sequential.seeds == 1 and pd.isna(sequential.final_test_acc_std)
+    assert summary["readout_fit_test_acc_mean"].isna().all()  # no reference given
+
+
+def test_the_readout_fit_reference_is_paired_by_seed(tmp_path):
+    folder = "results/es/cifar10/repeat/big/flip_delta/seed{}"
+    paths = [_write(tmp_path / folder.format(seed) / "metrics.json", _es_metrics(acc))
+             for seed, acc in enumerate((0.30, 0.34))]
+    fits = [_write(tmp_path / folder.format(seed) / "readout_fit.json",
+                   {"final_test_acc": acc}) for seed, acc in enumerate((0.36, 0.35))]
+    runs, _ = report.es_tables(paths, fits)
+    assert runs["readout_fit_test_acc"].tolist() == [0.36, 0.35]
+    assert runs["over_readout_fit"].tolist() == pytest.approx([-0.06, -0.01])
+    cell = report.es_summary(runs).iloc[0]
+    assert cell.readout_fit_test_acc_mean == pytest.approx(0.355)
+    assert cell.over_readout_fit_mean == pytest.approx(-0.035)
+    assert cell.over_readout_fit_std == pytest.approx(0.05 / 2 ** 0.5)
 
 
 def test_ablation_rows_are_seed_means_and_paired_differences_from_base(tmp_path):

@@ -19,6 +19,7 @@ SECTIONS = {  # config section -> (its schema, its dataclass)
     "snn": (SCHEMA["definitions"]["snn_settings"], S.SNNSettings),
     "es": (SCHEMA["definitions"]["es_settings"], S.ESSettings),
     "execution": (SCHEMA["properties"]["execution"], S.ExecutionSettings),
+    "readout_fit": (SCHEMA["properties"]["readout_fit"], S.ReadoutFitSettings),
 }
 CHOICES = {"reset_mechanism": S.RESET_MECHANISMS, "surrogate": S.SURROGATES,
            "readout": S.READOUTS, "lr_schedule": S.SCHEDULES, "optimizer": S.OPTIMIZERS,

@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 
 from snn_es.errors import UserError
-from snn_es.settings import ESSettings, ExecutionSettings, SNNSettings, canonical
+from snn_es.settings import (ESSettings, ExecutionSettings, ReadoutFitSettings, SNNSettings,
+                             canonical)
 
 ENCODERS = ("poisson", "deterministic", "repeat", "latency")
 GRID_KEYS = ("datasets", "encoders", "subsets", "modes", "seeds")
@@ -266,6 +267,11 @@ def es_settings(config: dict[str, Any], *changes: dict[str, Any] | None,
                 where: str = "config.es") -> dict[str, Any]:
     """The canonical ``es``: the section, then ``changes``."""
     return _settings(ESSettings, where, config.get("es"), *changes)
+
+
+def readout_fit_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The canonical `readout_fit` section (part of the reference's results)."""
+    return _settings(ReadoutFitSettings, "config.readout_fit", config.get("readout_fit"))
 
 
 def execution_settings(config: dict[str, Any]) -> ExecutionSettings:

@@ -23,9 +23,11 @@ from snn_es.settings import EVALUATORS  # noqa: E402
 ES_KEYS = ["dataset", "encoder", "subset", "mode", "seed"]
 # member_sample_evaluations: full member-image evaluations (the budget);
 # readout_sample_evaluations: readout-only ones on the centre's hidden spikes (es.readout_steps)
+# readout_fit_test_acc: the readout-fit reference on the run's frozen initial network
+# (snn_es.readout_fit); over_readout_fit: the run's final test accuracy minus it.
 ES_RUN_COLUMNS = ES_KEYS + ["generations", "evaluations", "member_sample_evaluations",
                             "readout_sample_evaluations", "final_test_acc", "best_test_acc",
-                            "final_train_acc"]
+                            "final_train_acc", "readout_fit_test_acc", "over_readout_fit"]
 ES_TIMING_COLUMNS = ES_KEYS + ["wall_s", "member_evals_per_s"]
 BASELINE_COLUMNS = ["model", "dataset", "encoder", "subset", "test_acc", "train_acc"]
 # PNG files carry no software version or date, so equal plots give equal bytes.
@@ -44,9 +46,14 @@ def es_key(path: str | os.PathLike) -> dict[str, Any]:
             "seed": int(seed.removeprefix("seed"))}
 
 
-def es_tables(metrics_paths: Iterable[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rows = [{**es_key(p), **_json(p)} for p in metrics_paths]
+def es_tables(metrics_paths: Iterable[str], fit_paths: Iterable[str] = ()
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(es_runs, es_timing); ``fit_paths``: the runs' ``readout_fit.json`` (same folders)."""
+    fits = {Path(p).parent: _json(p)["final_test_acc"] for p in fit_paths}
+    rows = [{**es_key(p), **_json(p), "readout_fit_test_acc": fits.get(Path(p).parent)}
+            for p in metrics_paths]
     frame = pd.DataFrame(rows, columns=sorted({c for r in rows for c in r} | set(ES_RUN_COLUMNS)))
+    frame["over_readout_fit"] = frame["final_test_acc"] - frame["readout_fit_test_acc"]
     frame = frame.sort_values(ES_KEYS).reset_index(drop=True)
     frame["readout_sample_evaluations"] = frame["readout_sample_evaluations"].fillna(0) \
         .astype(int)  # runs without readout steps
@@ -55,7 +62,8 @@ def es_tables(metrics_paths: Iterable[str]) -> tuple[pd.DataFrame, pd.DataFrame]
 
 SUMMARY_COLUMNS = ["dataset", "encoder", "subset", "mode", "seeds", "member_image_evaluations",
                    "readout_image_evaluations", "final_test_acc_mean", "final_test_acc_std", "final_test_acc_min",
-                   "final_test_acc_max", "best_test_acc_mean", "final_train_acc_mean"]
+                   "final_test_acc_max", "best_test_acc_mean", "final_train_acc_mean",
+                   "readout_fit_test_acc_mean", "over_readout_fit_mean", "over_readout_fit_std"]
 
 
 def es_summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -74,7 +82,12 @@ def es_summary(runs: pd.DataFrame) -> pd.DataFrame:
                      "final_test_acc_std": final.std() if len(cell) > 1 else None,
                      "final_test_acc_min": final.min(), "final_test_acc_max": final.max(),
                      "best_test_acc_mean": cell["best_test_acc"].mean(),
-                     "final_train_acc_mean": cell["final_train_acc"].mean()})
+                     "final_train_acc_mean": cell["final_train_acc"].mean(),
+                     # ES minus the readout fit on the same frozen network, paired by seed
+                     "readout_fit_test_acc_mean": cell["readout_fit_test_acc"].mean(),
+                     "over_readout_fit_mean": cell["over_readout_fit"].mean(),
+                     "over_readout_fit_std": cell["over_readout_fit"].std()
+                     if len(cell) > 1 else None})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 

@@ -263,6 +263,22 @@ class ExecutionSettings:
             raise ValueError("chunk_size, image_chunk and checkpoint_every must be >= 1")
 
 
+@dataclass(frozen=True)
+class ReadoutFitSettings:
+    """The readout-fit reference: a linear readout fitted by gradient descent (not ES) on
+    the standardised readout features of an ES run's frozen initial network."""
+
+    epochs: int = setting(5, "Passes over the training images.")
+    batch_size: int = setting(256, "Images per Adam step.")
+    lr: float = setting(1e-3, "Adam step size.")
+    weight_decay: float = setting(1e-4, "L2 penalty on the readout weights.")
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError("readout_fit: epochs and batch_size must be >= 1, lr > 0 and "
+                             "weight_decay >= 0")
+
+
 def canonical(settings) -> dict[str, Any]:
     """A settings object as plain, sorted JSON values (tuples as lists): what a job receives
     and what its checkpoint fingerprint hashes."""

@@ -33,6 +33,27 @@ rule run_es:
         "../scripts/run_es.py"
 
 
+# The readout-fit reference of every grid run: a linear readout fitted by gradient descent
+# on the features of the run's frozen initial network (snn_es.readout_fit; not ES).
+rule fit_readout:
+    input:
+        subset=lambda wildcards: run_subset(wildcards)["subset"],
+        code=script_code("fit_readout.py"),
+    output:
+        metrics="results/{run}/readout_fit.json",
+    log:
+        "logs/{run}.readout_fit.log",
+    wildcard_constraints:
+        run=id_pattern(GRID_RUNS),
+    conda:
+        "../../envs/snn-es.yaml"
+    params:
+        spec=run_spec,
+        fit=readout_fit_settings(config),
+    script:
+        "../scripts/fit_readout.py"
+
+
 # Named slices of the ES grid, kept from the earlier scripts' Makefile.
 rule es_subset:
     input:

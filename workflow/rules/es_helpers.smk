@@ -1,6 +1,11 @@
 # Helpers of the `es` stage (its rules are in es.smk).
 
-from snn_es.config import execution_settings, expand_runs, reusable_runs
+from snn_es.config import (
+    execution_settings,
+    expand_runs,
+    readout_fit_settings,
+    reusable_runs,
+)
 from snn_es.settings import EVALUATORS
 
 RUNS = expand_runs(config)
@@ -48,3 +53,8 @@ def es_targets(modes=ES_MODES, datasets=None, encoders=None, subsets=None):
         and (encoders is None or spec["encoder"] in encoders)
         and (subsets is None or spec["subset"] in subsets)
     )
+
+
+def readout_fit_targets():
+    """The readout-fit reference of every ES grid run, beside the run's own files."""
+    return sorted(rules.fit_readout.output.metrics.format(run=run) for run in GRID_RUNS)

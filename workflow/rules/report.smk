@@ -7,6 +7,7 @@ include: "report_helpers.smk"
 rule aggregate:
     input:
         es=es_targets(),
+        readout_fit=readout_fit_targets(),
         cnn=cnn_targets(),
         bptt=bptt_targets(),
         checks=forward_check_targets(),

@@ -79,6 +79,7 @@ def all_published():
     entries += [(path, "train_snn_bptt") for path in bptt_targets()]
     entries += [(path, "snn_forward_check") for path in forward_check_targets()]
     entries += [(path, "run_es") for path in es_targets()]
+    entries += [(path, "fit_readout") for path in readout_fit_targets()]
     return entries
 
 

@@ -5,7 +5,7 @@ from snn_es.job import snakemake_job
 
 with snakemake_job(snakemake):
     inp, out = snakemake.input, snakemake.output
-    runs, timing = report.es_tables(inp.es)
+    runs, timing = report.es_tables(inp.es, inp.readout_fit)
     baselines = report.baseline_table(inp.cnn, inp.bptt)
     report.write_csv(runs, out.es_runs)
     report.write_csv(report.es_summary(runs), out.es_summary)
