@@ -38,7 +38,9 @@ def test_the_fit_learns_separable_features_and_is_seeded():
     metrics, rows = fit_readout(features[:200], labels[:200], features[200:], labels[200:], 3,
                                 settings, seed=0)
     assert [row["epoch"] for row in rows] == list(range(1, 21))
-    assert rows[0]["test_acc"] <= metrics["final_test_acc"]
+    picked = rows[metrics["epoch"] - 1]  # the best held-out epoch, never the best test one
+    assert picked["validation_acc"] == max(row["validation_acc"] for row in rows)
+    assert metrics["final_test_acc"] == picked["test_acc"]
     assert metrics["final_test_acc"] > 0.9 and metrics["final_train_acc"] > 0.9
     again, _ = fit_readout(features[:200], labels[:200], features[200:], labels[200:], 3,
                            settings, seed=0)
@@ -53,3 +55,5 @@ def test_the_reference_of_a_tiny_run():
     assert metrics["num_features"] > 0 and metrics["wall_s"] >= 0
     with pytest.raises(ValueError, match="readout_fit"):
         ReadoutFitSettings(epochs=0)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        ReadoutFitSettings(validation_fraction=1.0)

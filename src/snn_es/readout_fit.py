@@ -3,10 +3,12 @@
 The run's initial network (its seed, init scales and encoder) is frozen; every image's
 readout features ``s`` (the last hidden spikes through the readout's leaky filter, as in
 ``es/readout``) are computed once and standardised on the training images; a linear readout
-is then fitted by Adam on cross-entropy. It is a reference, not ES: the stronger of it and
-the ES run's frozen twin (``es.train_hidden: false``) is what training the spiking layers
-has to beat. Randomness: the spikes of image piece i of a split from ``(seed, "fit-spikes",
-split, i)``, the minibatch order of epoch e from ``(seed, "fit-batch", e)``.
+is then fitted by Adam on cross-entropy, on the training images less a held-out part that
+picks the epoch (the test images pick nothing). It is a reference, not ES: the stronger of
+it and the ES run's frozen twin (``es.train_hidden: false``) is what training the spiking
+layers has to beat. Randomness: the spikes of image piece i of a split from ``(seed,
+"fit-spikes", split, i)``, the held-out images from ``(seed, "fit-validation")``, the
+minibatch order of epoch e from ``(seed, "fit-batch", e)``.
 """
 
 from __future__ import annotations
@@ -47,10 +49,15 @@ def frozen_features(images: Tensor, cfg: SNNSettings, es: ESSettings, encoder: s
 def fit_readout(train_features: Tensor, train_labels: Tensor, test_features: Tensor,
                 test_labels: Tensor, num_classes: int, settings: ReadoutFitSettings,
                 seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Fit a linear readout on standardised features; (metrics, one row per epoch)."""
+    """Fit a linear readout on standardised features; (metrics, one row per epoch). The
+    reported epoch is the one with the best held-out accuracy (the first, on ties)."""
     mean = train_features.mean(0)
     std = train_features.std(0).clamp_min(1e-6)  # a silent feature stays 0
-    train_x, test_x = (train_features - mean) / std, (test_features - mean) / std
+    scaled, test_x = (train_features - mean) / std, (test_features - mean) / std
+    order = torch.randperm(len(train_labels), generator=generator_from(seed, "fit-validation"))
+    held = max(1, round(settings.validation_fraction * len(order)))
+    val_x, val_y = scaled[order[:held]], train_labels[order[:held]]
+    train_x, train_labels = scaled[order[held:]], train_labels[order[held:]]
     readout = torch.nn.Linear(train_x.shape[1], num_classes, dtype=torch.float64)
     torch.nn.init.zeros_(readout.weight)
     torch.nn.init.zeros_(readout.bias)
@@ -71,9 +78,12 @@ def fit_readout(train_features: Tensor, train_labels: Tensor, test_features: Ten
         with torch.no_grad():
             rows.append({"epoch": epoch + 1,
                          "train_acc": _accuracy(readout, train_x, train_labels),
+                         "validation_acc": _accuracy(readout, val_x, val_y),
                          "test_acc": _accuracy(readout, test_x, test_labels),
                          "wall_s": round(time.perf_counter() - start, 3)})
-    metrics = {"final_test_acc": rows[-1]["test_acc"], "final_train_acc": rows[-1]["train_acc"],
+    picked = max(rows, key=lambda row: (row["validation_acc"], -row["epoch"]))
+    metrics = {"final_test_acc": picked["test_acc"], "final_train_acc": picked["train_acc"],
+               "validation_acc": picked["validation_acc"], "epoch": picked["epoch"],
                "best_test_acc": max(row["test_acc"] for row in rows),
                "num_features": int(train_x.shape[1]), "fit_wall_s": rows[-1]["wall_s"]}
     return metrics, rows

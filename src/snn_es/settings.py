@@ -268,15 +268,19 @@ class ReadoutFitSettings:
     """The readout-fit reference: a linear readout fitted by gradient descent (not ES) on
     the standardised readout features of an ES run's frozen initial network."""
 
-    epochs: int = setting(5, "Passes over the training images.")
+    epochs: int = setting(30, "Most passes over the fitting images.")
     batch_size: int = setting(256, "Images per Adam step.")
     lr: float = setting(1e-3, "Adam step size.")
     weight_decay: float = setting(1e-4, "L2 penalty on the readout weights.")
+    validation_fraction: float = setting(
+        0.1, "Training images held out to pick the epoch (the test images never are).")
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0:
             raise ValueError("readout_fit: epochs and batch_size must be >= 1, lr > 0 and "
                              "weight_decay >= 0")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError("readout_fit: validation_fraction must be in (0, 1)")
 
 
 def canonical(settings) -> dict[str, Any]:
