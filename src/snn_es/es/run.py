@@ -74,7 +74,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             header = json.loads(header_line)
         except ValueError:
             header = None
-        if not isinstance(header, dict) or "payload_sha256" not in header:
+        if not isinstance(header, dict) or not \
+                {"fingerprint", "payload_bytes", "payload_sha256"} <= header.keys():
             problem = "its header is unreadable"
         elif len(payload) != header["payload_bytes"] or sha256_bytes(payload) != \
                 header["payload_sha256"]:
