@@ -118,7 +118,7 @@ def test_the_readout_fit_reference_is_paired_by_seed(tmp_path):
     paths = [_write(tmp_path / folder.format(seed) / "metrics.json", _es_metrics(acc))
              for seed, acc in enumerate((0.30, 0.34))]
     fits = [_write(tmp_path / folder.format(seed) / "readout_fit.json",
-                   {"final_test_acc": acc}) for seed, acc in enumerate((0.36, 0.35))]
+                   {"test_acc": acc}) for seed, acc in enumerate((0.36, 0.35))]
     runs, _ = report.es_tables(paths, fits)
     assert runs["readout_fit_test_acc"].tolist() == [0.36, 0.35]
     assert runs["over_readout_fit"].tolist() == pytest.approx([-0.06, -0.01])

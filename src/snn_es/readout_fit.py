@@ -57,35 +57,33 @@ def fit_readout(train_features: Tensor, train_labels: Tensor, test_features: Ten
     order = torch.randperm(len(train_labels), generator=generator_from(seed, "fit-validation"))
     held = max(1, round(settings.validation_fraction * len(order)))
     val_x, val_y = scaled[order[:held]], train_labels[order[:held]]
-    train_x, train_labels = scaled[order[held:]], train_labels[order[held:]]
-    readout = torch.nn.Linear(train_x.shape[1], num_classes, dtype=torch.float64)
+    fit_x, fit_y = scaled[order[held:]], train_labels[order[held:]]
+    readout = torch.nn.Linear(fit_x.shape[1], num_classes, dtype=torch.float64)
     torch.nn.init.zeros_(readout.weight)
     torch.nn.init.zeros_(readout.bias)
     optimizer = torch.optim.Adam(readout.parameters(), lr=settings.lr)
     rows = []
     start = time.perf_counter()
     for epoch in range(settings.epochs):
-        order = torch.randperm(len(train_labels), generator=generator_from(seed, "fit-batch",
-                                                                           epoch))
+        order = torch.randperm(len(fit_y), generator=generator_from(seed, "fit-batch", epoch))
         for first in range(0, len(order), settings.batch_size):
             index = order[first:first + settings.batch_size]
-            loss = torch.nn.functional.cross_entropy(readout(train_x[index]),
-                                                     train_labels[index])
+            loss = torch.nn.functional.cross_entropy(readout(fit_x[index]), fit_y[index])
             loss = loss + settings.weight_decay * readout.weight.square().sum()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         with torch.no_grad():
             rows.append({"epoch": epoch + 1,
-                         "train_acc": _accuracy(readout, train_x, train_labels),
+                         "train_acc": _accuracy(readout, fit_x, fit_y),
                          "validation_acc": _accuracy(readout, val_x, val_y),
                          "test_acc": _accuracy(readout, test_x, test_labels),
                          "wall_s": round(time.perf_counter() - start, 3)})
     picked = max(rows, key=lambda row: (row["validation_acc"], -row["epoch"]))
-    metrics = {"final_test_acc": picked["test_acc"], "final_train_acc": picked["train_acc"],
+    metrics = {"test_acc": picked["test_acc"], "train_acc": picked["train_acc"],
                "validation_acc": picked["validation_acc"], "epoch": picked["epoch"],
                "best_test_acc": max(row["test_acc"] for row in rows),
-               "num_features": int(train_x.shape[1]), "fit_wall_s": rows[-1]["wall_s"]}
+               "num_features": int(fit_x.shape[1]), "fit_wall_s": rows[-1]["wall_s"]}
     return metrics, rows
 
 

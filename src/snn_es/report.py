@@ -49,7 +49,7 @@ def es_key(path: str | os.PathLike) -> dict[str, Any]:
 def es_tables(metrics_paths: Iterable[str], fit_paths: Iterable[str] = ()
               ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(es_runs, es_timing); ``fit_paths``: the runs' ``readout_fit.json`` (same folders)."""
-    fits = {Path(p).parent: _json(p)["final_test_acc"] for p in fit_paths}
+    fits = {Path(p).parent: _json(p)["test_acc"] for p in fit_paths}
     rows = [{**es_key(p), **_json(p), "readout_fit_test_acc": fits.get(Path(p).parent)}
             for p in metrics_paths]
     frame = pd.DataFrame(rows, columns=sorted({c for r in rows for c in r} | set(ES_RUN_COLUMNS)))
